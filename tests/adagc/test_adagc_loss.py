@@ -145,3 +145,27 @@ def test_stage_and_scores_are_saved_with_the_module() -> None:
     restored.load_state_dict(loss.state_dict())
     assert restored.stage == 2
     assert torch.equal(restored.score_state, loss.score_state)
+
+
+def test_label_frequency_rescale_follows_elkan_noto() -> None:
+    """c_k = mean score on observed positives; t = min(1, s / c); unseen classes keep c = 1."""
+    loss = AdaGCLoss(info=make_info(num_samples=4, num_classes=3), rescale="label_frequency")
+    scores = torch.tensor([[0.4, 0.1, 0.3], [0.2, 0.2, 0.6], [0.1, 0.05, 0.5], [0.3, 0.3, 0.1]])
+    target = torch.tensor([[1, -1, -1], [1, -1, -1], [-1, 1, -1], [-1, -1, -1]], dtype=torch.int8)
+    loss.update_scores(torch.arange(4), scores, momentum=0.0, target=target)
+    loss.on_train_epoch_end()
+    # class 0: observed positives are samples 0 and 1; class 1: sample 2; class 2: none
+    assert loss.label_frequency.tolist() == pytest.approx([0.3, 0.05, 1.0])
+    gc = loss.calibrated(torch.arange(4), target)
+    expected = torch.tensor([[1.0, 1.0, 0.3], [1.0, 1.0, 0.6], [1 / 3, 1.0, 0.5], [1.0, 1.0, 0.1]])
+    assert torch.allclose(gc.target, expected)
+    # the estimate is state: it survives a save/load round trip
+    restored = AdaGCLoss(info=make_info(num_samples=4, num_classes=3), rescale="label_frequency")
+    restored.load_state_dict(loss.state_dict())
+    assert torch.equal(restored.calibrated(torch.arange(4), target).target, gc.target)
+    # without rescale the scores are used as they are
+    plain = AdaGCLoss(info=make_info(num_samples=4, num_classes=3))
+    plain.load_state_dict(loss.state_dict())
+    assert torch.allclose(plain.calibrated(torch.arange(4), target).target[3], scores[3])
+    with pytest.raises(ValueError, match="rescale"):
+        AdaGCLoss(info=make_info(), rescale="prior")

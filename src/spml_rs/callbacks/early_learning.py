@@ -228,11 +228,30 @@ def samplewise_f1(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(total > 0, 2.0 * overlap / total.clamp_min(1.0), 1.0)
 
 
+def samplewise_top1(probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1.0 (B,) where the highest-scored class is an observed positive, else 0.0.
+
+    Threshold-free: unlike F1 at 0.5 it does not dip in the first epochs while the
+    network learns AN's "everything is negative" prior (all p < 0.5 gives F1 = 0,
+    which the detector mistakes for a plateau). Under Random single positives a
+    network that learnt only the clean patterns cannot tell which of an image's
+    classes was drawn, so the signal flattens near 1 / (positives per image);
+    its second rise is the memorisation of the draw.
+    """
+    top = probs.argmax(dim=1, keepdim=True)
+    return (target.gather(1, top) == 1).squeeze(1).float()
+
+
+#: training-dynamics signals, per sample; the epoch's value is their mean
+SIGNALS = {"f1": samplewise_f1, "top1": samplewise_top1}
+
+
 class EarlyLearningCallback(L.Callback):
     """Feed the detector the per-epoch signal and switch AdaGC to stage 2.
 
-    Signal: mean sample-wise F1 of the ``source``'s predictions at 0.5 on the
-    clean training images against the AN training targets. An epoch is
+    Signal: the mean over the epoch's clean training images of a sample-wise
+    agreement of the ``source``'s predictions with the AN training targets
+    (``signal``). An epoch is
     processed at its end, or at the next epoch start when a checkpoint taken at
     validation end was resumed, so a resumed run switches exactly as an
     uninterrupted one. The detector, the accumulators and the switch epoch are
@@ -247,6 +266,8 @@ class EarlyLearningCallback(L.Callback):
             moments to the end of the trigger epoch (as AIO2 does). Keeps one snapshot
             per warm-up epoch in ``<run dir>/early_learning/`` until the switch.
         source: ``teacher`` or ``student`` (the ``adagc_no_teacher`` ablation).
+        signal: ``f1`` (sample-wise F1 at 0.5 against the AN targets) or ``top1``
+            (the top-scored class is the observed positive), see :data:`SIGNALS`.
         plot: write ``<run dir>/early_learning.png`` (and log it to W&B).
     """
 
@@ -258,8 +279,12 @@ class EarlyLearningCallback(L.Callback):
         fixed: int | None = None,
         rollback: bool = False,
         source: str = "teacher",
+        signal: str = "f1",
         plot: bool = True,
     ) -> None:
+        if signal not in SIGNALS:
+            raise ValueError(f"EarlyLearningCallback signal must be one of {sorted(SIGNALS)}")
+        self.signal = SIGNALS[signal]
         self.windows = windows
         self.max_warmup_epochs = max_warmup_epochs
         self.max_warmup_fraction = max_warmup_fraction
@@ -296,9 +321,9 @@ class EarlyLearningCallback(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Batch, idx: int
     ) -> None:
         probs = clean_predictions(trainer, pl_module, batch, self.source)
-        f1 = samplewise_f1(probs, batch["target"])
-        self._sum += float(f1.sum())
-        self._count += int(f1.numel())
+        values = self.signal(probs, batch["target"])
+        self._sum += float(values.sum())
+        self._count += int(values.numel())
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._count:

@@ -83,7 +83,7 @@ class PseudoLabels(L.Callback):
     ) -> None:
         loss = adagc_loss(pl_module)
         probs = clean_predictions(trainer, pl_module, batch, self.source)
-        loss.update_scores(batch["index"], probs, self.momentum)
+        loss.update_scores(batch["index"], probs, self.momentum, batch["target"])
         gc = loss.calibrated(batch["index"], batch["target"])
         self._count(gc.target, batch)
         if loss.stage == 1:

@@ -333,8 +333,11 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC):
         return self._loader("test")
 
     def dataloader(self, split: str) -> DataLoader[Any]:
-        """Evaluation loader of any split (``val`` or ``test``), set up on demand."""
-        self.setup({"val": "validate", "test": "test"}[split])
+        """Evaluation loader (fixed order) of any split, ``train`` included, set up on demand."""
+        stages = {"train": "fit", "val": "validate", "test": "test"}
+        if split not in stages:
+            raise ValueError(f"unknown split {split!r}: expected one of {sorted(stages)}")
+        self.setup(stages[split])
         return self._loader(split)
 
     # ------------------------------------------------- device-side transforms

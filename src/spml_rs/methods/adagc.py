@@ -29,9 +29,13 @@ import torch
 from spml_rs.data.base import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.methods.functional import an_targets, bce, unknown_mask
-from spml_rs.methods.state import ema_update
+from spml_rs.methods.state import assign, ema_update
 
 FORMS = ("target", "elr")
+#: ``rescale`` options of the pseudo-labels (see :meth:`AdaGCLoss.estimate_label_frequency`)
+RESCALES = ("none", "label_frequency")
+#: floor of the estimated label frequency, so that t = s / c stays finite
+MIN_LABEL_FREQUENCY = 1e-3
 #: p is clamped in the ``elr`` form so that log(1 - t p) stays finite when t = 1
 PROB_CLAMP = 1e-4
 #: batch keys the pseudo-label callback fills in stage 2 (all float (B, C))
@@ -108,12 +112,16 @@ class AdaGCLoss(SPMLLoss):
     teacher's probabilities in its first C columns and the EMA of a constant 1
     in the last, so score = state[:, :C] / state[:, C] is the bias-corrected
     EMA (Adam-style: the zero start does not drag early scores toward 0).
+    ``observed_positive`` (N, C) records each sample's observed positives as it
+    is seen, for the label-frequency estimate.
 
     Args:
         form: ``target`` or ``elr`` (see the module docstring).
         lam: lambda of the ``elr`` form.
         tau_pos: pseudo-labels t >= tau_pos become 1 (None: keep soft).
         tau_neg: pseudo-labels t <= tau_neg become 0 (None: keep soft).
+        rescale: ``label_frequency`` divides the scores by the per-class label
+            frequency c (Elkan & Noto), t = min(1, s / c); ``none`` keeps t = s.
     """
 
     def __init__(
@@ -124,16 +132,25 @@ class AdaGCLoss(SPMLLoss):
         lam: float = 1.0,
         tau_pos: float | None = None,
         tau_neg: float | None = None,
+        rescale: str = "none",
     ) -> None:
         super().__init__(info=info)
         if form not in FORMS:
             raise ValueError(f"adagc: loss.form must be one of {FORMS}, got {form!r}")
+        if rescale not in RESCALES:
+            raise ValueError(f"adagc: loss.rescale must be one of {RESCALES}, got {rescale!r}")
         if tau_pos is not None and tau_neg is not None and tau_neg >= tau_pos:
             raise ValueError(f"adagc: need tau_neg < tau_pos, got {tau_neg} >= {tau_pos}")
         self.form, self.lam, self.tau_pos, self.tau_neg = form, lam, tau_pos, tau_neg
+        self.rescale = rescale
         self.stage = 1
         self.score_state: torch.Tensor
-        self.register_buffer("score_state", torch.zeros(self.num_samples, self.num_classes + 1))
+        self.observed_positive: torch.Tensor
+        self.label_frequency: torch.Tensor
+        n, c = self.num_samples, self.num_classes
+        self.register_buffer("score_state", torch.zeros(n, c + 1))
+        self.register_buffer("observed_positive", torch.zeros(n, c, dtype=torch.bool))
+        self.register_buffer("label_frequency", torch.ones(c))
 
     # ------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
@@ -142,10 +159,46 @@ class AdaGCLoss(SPMLLoss):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.stage = int(state["stage"])
 
-    def update_scores(self, index: torch.Tensor, probs: torch.Tensor, momentum: float) -> None:
-        """s_i <- momentum s_i + (1 - momentum) p_i for the batch's samples (all ranks)."""
+    def update_scores(
+        self,
+        index: torch.Tensor,
+        probs: torch.Tensor,
+        momentum: float,
+        target: torch.Tensor | None = None,
+    ) -> None:
+        """s_i <- momentum s_i + (1 - momentum) p_i for the batch's samples (all ranks).
+
+        ``target`` (B, C), when given, records the samples' observed positives.
+        """
         ones = probs.new_ones(probs.shape[0], 1)
         ema_update(self.score_state, index, torch.cat([probs.float(), ones], dim=1), momentum)
+        if target is not None:
+            assign(self.observed_positive, index, target == 1)
+
+    @torch.no_grad()
+    def estimate_label_frequency(self) -> torch.Tensor:
+        """Per-class label frequency c_k = mean score s_ik over the observed positives (C,).
+
+        Elkan & Noto, "Learning classifiers from only positive and unlabeled data",
+        KDD 2008 (estimator e1): if the observed positive is picked independently of
+        the image given its classes, a classifier of "observed positive" (what AN
+        learns) outputs P(z = 1 | x) = c P(y = 1 | x), with c = P(z = 1 | y = 1). In
+        SPML c is about 1 / (positives per image), so the raw scores of hidden
+        positives sit near c, far below 0.5; s / c puts them back on the scale of
+        P(y = 1 | x). Classes without a seen observed positive keep c = 1.
+        """
+        seen = self.score_state[:, -1] > 0
+        scores = self.score_state[:, :-1] / self.score_state[:, -1:].clamp_min(1e-12)
+        mask = (self.observed_positive & seen[:, None]).float()
+        count = mask.sum(dim=0)
+        mean = (scores * mask).sum(dim=0) / count.clamp_min(1.0)
+        c = torch.where(count > 0, mean, torch.ones_like(mean))
+        return c.clamp(MIN_LABEL_FREQUENCY, 1.0)
+
+    def on_train_epoch_end(self) -> None:
+        """Refresh the label-frequency estimate from the whole score table (used next epoch)."""
+        if self.rescale == "label_frequency":
+            self.label_frequency.copy_(self.estimate_label_frequency())
 
     def scores(self, index: torch.Tensor) -> torch.Tensor:
         """Bias-corrected temporal EMA (B, C) of the samples; 0 for never-seen samples."""
@@ -156,6 +209,8 @@ class AdaGCLoss(SPMLLoss):
     def calibrated(self, index: torch.Tensor, target: torch.Tensor) -> GCTargets:
         """GC targets of a batch from the current scores and the observed ``target`` (B, C)."""
         t = self.scores(index)
+        if self.rescale == "label_frequency":
+            t = (t / self.label_frequency).clamp(max=1.0)
         if self.tau_pos is not None:
             t = torch.where(t >= self.tau_pos, 1.0, t)
         if self.tau_neg is not None:

@@ -31,7 +31,7 @@ class EarlyLearningRegularization(SPMLLoss):
 
     running_target: torch.Tensor
 
-    def __init__(self, *, info: DatasetInfo, beta: float = 0.7, lam: float = 3.0) -> None:
+    def __init__(self, *, info: DatasetInfo, beta: float = 0.7, lam: float = 0.1) -> None:
         super().__init__(info=info)
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"elr: beta must lie in [0, 1), got {beta}")

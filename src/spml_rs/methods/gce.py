@@ -20,7 +20,7 @@ class GeneralizedCrossEntropy(SPMLLoss):
         q: exponent in (0, 1].
     """
 
-    def __init__(self, *, info: DatasetInfo, q: float = 0.7) -> None:
+    def __init__(self, *, info: DatasetInfo, q: float = 0.1) -> None:
         super().__init__(info=info)
         if not 0.0 < q <= 1.0:
             raise ValueError(f"gce: q must lie in (0, 1], got {q}")
