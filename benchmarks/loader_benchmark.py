@@ -1,32 +1,47 @@
 #!/usr/bin/env python3
-"""reBEN loader throughput per CPU worker, three readers measured in the same run.
+"""reBEN loader throughput per CPU worker, all readers measured in the same run.
 
 Generates N real-size random reBEN patches (the 12 S2 bands, uint16, at their
 native 120/60/20 px grids), stores them both as an LMDB in the official
-encoding and as one GeoTIFF per band, and measures samples per second of one
-worker (``num_workers=0``, batches of ``--batch-size``) for:
+encoding and as one georeferenced GeoTIFF per band (written with rasterio:
+EPSG:32633, 10/20/60 m pixels, laid out like the reBEN ``BigEarthNet-S2``
+folders), and measures samples per second of one worker (``num_workers=0``,
+batches of ``--batch-size``, one torch thread) for:
 
-(a) ours: the worker copies the bands at native resolution into a packed
-    buffer; the batch is upsampled to 120 px and normalised in one go by the
-    device-side ``BandLayout.normalize`` (run here on the CPU and counted);
-(b) a per-band GeoTIFF reader that resamples each band on read, one torch
-    ``interpolate`` per band per sample, then normalises the sample (how
-    TorchGeo's BigEarthNetV2 reads);
-(c) an LMDB reader that decodes the safetensors value and upsamples each band
-    separately with torch ``interpolate``, per sample (how ConfigILM reads).
+(a)  ours: the worker copies the bands at native resolution into a packed
+     buffer; the batch is upsampled to 120 px and normalised in one go by the
+     device-side ``BandLayout.normalize`` (run here on the CPU and counted);
+(a') ours, worker part only (what the CPU worker does when the device is a GPU);
+(b)  TorchGeo's ``BigEarthNetV2`` read path: glob the patch folder, then per
+     band ``rasterio.open`` + ``read(out_shape=(120, 120), out_dtype="int32",
+     resampling=...)`` (GDAL resamples on read), stack, then normalise the
+     sample. Needs the ``bench`` extra (``pip install -e ".[bench]"``); the row
+     is skipped without rasterio;
+(b') the same GeoTIFFs read with ``tifffile``, one torch ``interpolate`` per
+     band per sample, then normalised: a faster per-band reader than (b);
+(c)  an LMDB reader that decodes the safetensors value and upsamples each band
+     separately with torch ``interpolate``, per sample (how ConfigILM reads).
 
 Every reader returns the same (B, 12, 120, 120) normalised float batch
-(checked). Medians of ``--repeats`` timed passes over all N patches, after one
-warm-up pass (page cache warm for all readers). It also times the train index
-built from the real ``metadata.parquet`` (480k rows) and its peak memory.
+(checked before timing; with bilinear, (b) to within the half DN of GDAL's
+rounding to int32). TorchGeo's default is bilinear; ``--mode`` (nearest by
+default, ours' default) is used by every reader so the outputs are comparable.
+(b) leaves out what TorchGeo also reads per sample (the reference map, the
+labels from a DataFrame row), which only favours (b). Medians of ``--repeats``
+timed passes over all N patches, after one warm-up pass (page cache warm for
+all readers). It also times the train index built from the real
+``metadata.parquet`` (480k rows) and its peak memory.
 
+    pip install -e ".[bench]"
     python benchmarks/loader_benchmark.py --patches 512 --repeats 5
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -46,39 +61,128 @@ from torch.utils.data import DataLoader, Dataset
 
 from spml_rs.data.benv2 import BENv2Dataset, SplitIndex
 from spml_rs.data.benv2_bands import BAND_STATS, S2_BANDS_ALL, BandLayout
-from spml_rs.data.benv2_builder import S2_SIDES
+from spml_rs.data.benv2_builder import S2_SIDES, s2_product
 from spml_rs.data.benv2_lmdb import LazyLMDB, encode_value
+
+# rasterio (GDAL) is what TorchGeo's BigEarthNetV2 reads the band files with, so
+# (b) uses it to measure the real TorchGeo path; optional (the ``bench`` extra).
+try:
+    import rasterio
+    from rasterio.crs import CRS
+    from rasterio.enums import Resampling
+    from rasterio.transform import from_origin
+except ImportError:  # pragma: no cover - depends on the environment
+    rasterio = None
 
 DEFAULT_METADATA = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "benv2" / "metadata.parquet"
 )
 MEAN = torch.tensor([BAND_STATS[b][0] for b in S2_BANDS_ALL]).view(-1, 1, 1)
 STD = torch.tensor([BAND_STATS[b][1] for b in S2_BANDS_ALL]).view(-1, 1, 1)
+SIDE = 120
+PATCH_METRES = 1200  # a reBEN patch covers 1.2 km: 120 px at 10 m, 60 at 20 m, 20 at 60 m
+UTM_33N = 32633  # the CRS of tile T33UUP used in the ids below
+TORCHGEO = "(b) TorchGeo: rasterio per band, GDAL resamples on read"
+WORKER_ONLY = "(a') ours, worker part only (device part on the GPU)"
+NO_RASTERIO = 'rasterio is not installed: (b) skipped; pip install -e ".[bench]" to measure it'
+
+Reader = tuple[Dataset, Callable[[object], torch.Tensor]]
+
+
+def identity(batch: object) -> torch.Tensor:
+    """Batch finisher of the readers that already return the normalised batch."""
+    assert isinstance(batch, torch.Tensor)
+    return batch
+
+
+def band_path(folder: Path, patch_id: str, band: str) -> Path:
+    """``<folder>/<product>/<patch_id>/<patch_id>_<band>.tif``, the reBEN S2 layout."""
+    return folder / s2_product(patch_id) / patch_id / f"{patch_id}_{band}.tif"
+
+
+def write_geotiff(path: Path, array: np.ndarray, row: int, col: int) -> None:
+    """One uint16 band as a georeferenced GeoTIFF (UTM 33N, 10/20/60 m pixels)."""
+    pixel = PATCH_METRES / array.shape[0]
+    transform = from_origin(
+        300_000 + col * PATCH_METRES, 5_900_040 - row * PATCH_METRES, pixel, pixel
+    )
+    profile = {
+        "driver": "GTiff",
+        "width": array.shape[1],
+        "height": array.shape[0],
+        "count": 1,
+        "dtype": "uint16",
+        "crs": CRS.from_epsg(UTM_33N),
+        "transform": transform,
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(array, 1)
 
 
 def make_patches(folder: Path, count: int, seed: int = 0) -> list[str]:
-    """Write ``count`` random patches as an LMDB and as per-band GeoTIFFs."""
+    """Write ``count`` random patches as an LMDB and as per-band GeoTIFFs.
+
+    The GeoTIFFs are written with rasterio (georeferenced) when it is installed,
+    else with tifffile (plain TIFFs, read only by (b')).
+    """
     rng = np.random.default_rng(seed)
     ids = [
         f"S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_{i // 100}_{i % 100}" for i in range(count)
     ]
     env = lmdb.open(str(folder / "lmdb"), map_size=1 << 34)
     with env.begin(write=True) as txn:
-        for patch_id in ids:
+        for i, patch_id in enumerate(ids):
             bands = {
                 b: rng.integers(1, 10000, (s, s), dtype=np.uint16) for b, s in S2_SIDES.items()
             }
             txn.put(patch_id.encode(), encode_value(bands))
-            tif_dir = folder / "tif" / patch_id
-            tif_dir.mkdir(parents=True)
+            band_path(folder / "tif", patch_id, "").parent.mkdir(parents=True)
             for band, array in bands.items():
-                tifffile.imwrite(tif_dir / f"{patch_id}_{band}.tif", array)
+                path = band_path(folder / "tif", patch_id, band)
+                if rasterio is not None:
+                    write_geotiff(path, array, i // 100, i % 100)
+                else:
+                    tifffile.imwrite(path, array)
     env.close()
     return ids
 
 
-class GeoTiffPerBand(Dataset[torch.Tensor]):
-    """(b) one GeoTIFF per band, each resampled to 120 px on read, then normalised."""
+def sentinel2_band_key(path: str) -> str:
+    """Sort key of a band file, as TorchGeo's ``sort_sentinel2_bands`` (B8A after B08)."""
+    band = os.path.splitext(os.path.basename(path))[0].split("_")[-1]
+    return "B08A" if band == "B8A" else band
+
+
+class TorchGeoRasterio(Dataset[torch.Tensor]):
+    """(b) TorchGeo's BigEarthNetV2 image read: GDAL resamples each band file on read."""
+
+    def __init__(self, folder: Path, ids: list[str], mode: str) -> None:
+        self.folder, self.ids = folder, ids
+        self.resampling = Resampling.nearest if mode == "nearest" else Resampling.bilinear
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        patch_id = self.ids[index]
+        pattern = os.path.join(self.folder, s2_product(patch_id), patch_id, "*.tif")
+        images = []
+        for path in sorted(glob.glob(pattern), key=sentinel2_band_key):
+            with rasterio.open(path) as dataset:
+                images.append(
+                    dataset.read(
+                        indexes=1,
+                        out_shape=(SIDE, SIDE),
+                        out_dtype="int32",
+                        resampling=self.resampling,
+                    )
+                )
+        image = torch.from_numpy(np.stack(images, axis=0)).float()
+        return (image - MEAN) / STD
+
+
+class TifffilePerBand(Dataset[torch.Tensor]):
+    """(b') the same GeoTIFFs via tifffile, one torch ``interpolate`` per band, normalised."""
 
     def __init__(self, folder: Path, ids: list[str], mode: str) -> None:
         self.folder, self.ids, self.mode = folder, ids, mode
@@ -90,9 +194,9 @@ class GeoTiffPerBand(Dataset[torch.Tensor]):
         patch_id = self.ids[index]
         bands = []
         for band in S2_BANDS_ALL:
-            array = tifffile.imread(self.folder / patch_id / f"{patch_id}_{band}.tif")
+            array = tifffile.imread(band_path(self.folder, patch_id, band))
             tensor = torch.from_numpy(array.astype(np.float32))[None, None]
-            bands.append(F.interpolate(tensor, size=(120, 120), mode=self.mode)[0, 0])
+            bands.append(F.interpolate(tensor, size=(SIDE, SIDE), mode=self.mode)[0, 0])
         return (torch.stack(bands) - MEAN) / STD
 
 
@@ -110,16 +214,36 @@ class LmdbPerBand(Dataset[torch.Tensor]):
         bands = []
         for band in S2_BANDS_ALL:
             tensor = torch.from_numpy(arrays[band].astype(np.float32))[None, None]
-            bands.append(F.interpolate(tensor, size=(120, 120), mode=self.mode)[0, 0])
+            bands.append(F.interpolate(tensor, size=(SIDE, SIDE), mode=self.mode)[0, 0])
         return (torch.stack(bands) - MEAN) / STD
 
 
-def ours(path: Path, ids: list[str], mode: str) -> tuple[Dataset, Callable[[object], torch.Tensor]]:
+def ours(path: Path, ids: list[str], mode: str) -> Reader:
     """(a) the library's dataset and its device-side normalize (here on the CPU)."""
     layout = BandLayout("s2_all", mode)
     index = SplitIndex(np.array(ids), np.ones((len(ids), 19), dtype=np.uint8), None)
     dataset = BENv2Dataset(index, index.labels.astype(np.int8), LazyLMDB(path), layout)
     return dataset, lambda batch: layout.normalize(batch["image"])  # type: ignore[index]
+
+
+def build_readers(folder: Path, ids: list[str], mode: str) -> dict[str, Reader]:
+    """Every reader that returns the normalised batch; (b) only when rasterio is there."""
+    tif, db = folder / "tif", folder / "lmdb"
+    readers = {"(a) ours: packed native bands + batched upsample/normalise": ours(db, ids, mode)}
+    if rasterio is not None:
+        readers[TORCHGEO] = (
+            TorchGeoRasterio(tif, ids, mode),
+            identity,
+        )
+    readers["(b') tifffile per band + torch interpolate"] = (
+        TifffilePerBand(tif, ids, mode),
+        identity,
+    )
+    readers["(c) LMDB, upsampled per band (ConfigILM-like)"] = (
+        LmdbPerBand(db, ids, mode),
+        identity,
+    )
+    return readers
 
 
 def passes(
@@ -138,10 +262,19 @@ def passes(
     return rates
 
 
-def check_same_output(readers: dict[str, tuple[Dataset, Callable]], batch: int) -> None:
+def check_same_output(readers: dict[str, Reader], batch: int, mode: str) -> None:
+    """Every reader's first batch equals (a)'s (same values, same band order).
+
+    Exact for nearest. With bilinear, (b) may differ by half a DN: it reads
+    ``out_dtype="int32"`` as TorchGeo does, so GDAL rounds the interpolated values.
+    """
     outs = [finish(next(iter(DataLoader(d, batch_size=batch)))) for d, finish in readers.values()]
     for name, out in zip(readers, outs, strict=True):
-        torch.testing.assert_close(out, outs[0], msg=f"{name} differs from (a)")
+        if mode == "bilinear" and name == TORCHGEO:
+            rounding = float(((out - outs[0]) * STD).abs().max())
+            assert rounding <= 0.51, f"{name} differs from (a) by {rounding} DN"
+        else:
+            torch.testing.assert_close(out, outs[0], msg=f"{name} differs from (a)")
 
 
 def index_cost(metadata: Path) -> dict[str, float]:
@@ -171,6 +304,19 @@ def index_cost(metadata: Path) -> dict[str, float]:
     return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
+def print_table(rates: dict[str, float], ours_rate: float, worker_rate: float) -> None:
+    """One row per reader: samples/s and how many times faster (a) and (a') are."""
+    header = ("reader", "samples/s", "(a)/row", "(a')/row")
+    print(f"  {header[0]:<62s} {header[1]:>10s} {header[2]:>8s} {header[3]:>9s}")
+    for name, rate in rates.items():
+        print(f"  {name:<62s} {rate:10.1f} {ours_rate / rate:7.1f}x {worker_rate / rate:8.1f}x")
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, to tell an idle machine from a busy one."""
+    return ", ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--patches", type=int, default=512)
@@ -180,37 +326,31 @@ def main() -> None:
     parser.add_argument("--metadata", type=Path, default=DEFAULT_METADATA)
     args = parser.parse_args()
     torch.set_num_threads(1)  # one CPU worker
+    if rasterio is None:
+        print(NO_RASTERIO)
+    print(f"load average before: {load_average()}")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ids = make_patches(folder, args.patches)
-        readers = {
-            "(a) ours: packed native bands + batched upsample/normalise": ours(folder / "lmdb", ids, args.mode),
-            "(b) GeoTIFF per band, resampled per band": (GeoTiffPerBand(folder / "tif", ids, args.mode), lambda x: x),
-            "(c) LMDB, upsampled per band (ConfigILM-like)": (LmdbPerBand(folder / "lmdb", ids, args.mode), lambda x: x),
-        }  # fmt: skip
-        check_same_output(readers, args.batch_size)
-        # (a) without its device-side part: what a CPU worker does when the device is a GPU.
-        dataset = next(iter(readers.values()))[0]
-        readers["(a') ours, worker part only (device part on the GPU)"] = (
-            dataset,
-            lambda b: b["image"],
-        )
+        readers = build_readers(folder, ids, args.mode)
+        check_same_output(readers, args.batch_size, args.mode)
+        # (a) without its device-side part: what a CPU worker does when the device is a GPU;
+        # listed second.
+        first, *others = readers.items()
+        readers = dict([first, (WORKER_ONLY, (first[1][0], lambda b: b["image"])), *others])  # type: ignore[index]
         rates = {
             name: statistics.median(passes(d, f, args.batch_size, args.repeats))
             for name, (d, f) in readers.items()
         }
     print(
-        f"{args.patches} patches, batch {args.batch_size}, {args.mode}, 1 thread, medians of {args.repeats}"
+        f"{args.patches} patches, batch {args.batch_size}, {args.mode}, 1 thread, "
+        f"medians of {args.repeats}; load average after: {load_average()}"
     )
-    for name, rate in rates.items():
-        print(f"  {name:<60s} {rate:10.1f} samples/s")
-    a, b, c, worker = rates.values()
-    print(
-        f"  ratio (a)/(c) = {a / c:.1f}x   ratio (a)/(b) = {a / b:.1f}x   (a, device part on the CPU)"
-    )
-    print(
-        f"  ratio (a')/(c) = {worker / c:.1f}x   ratio (a')/(b) = {worker / b:.1f}x   (worker part only)"
-    )
+    ours_rate = rates[next(iter(rates))]
+    worker_rate = rates[WORKER_ONLY]
+    print_table(rates, ours_rate, worker_rate)
+    if rasterio is None:
+        print(f"  {NO_RASTERIO}")
     if args.metadata.is_file():
         cost = index_cost(args.metadata)
         print(
