@@ -284,6 +284,7 @@ class EarlyLearningCallback(L.Callback):
     ) -> None:
         if signal not in SIGNALS:
             raise ValueError(f"EarlyLearningCallback signal must be one of {sorted(SIGNALS)}")
+        self.signal_name = signal
         self.signal = SIGNALS[signal]
         self.windows = windows
         self.max_warmup_epochs = max_warmup_epochs
@@ -377,7 +378,10 @@ class EarlyLearningCallback(L.Callback):
         from spml_rs.callbacks.plots import log_image_to_wandb, plot_early_learning
 
         path = plot_early_learning(
-            self.detector, self.run_dir(trainer) / "early_learning.png", self.switch_epoch
+            self.detector,
+            self.run_dir(trainer) / "early_learning.png",
+            self.switch_epoch,
+            signal_label=f"signal: {self.signal_name} of the {self.source} vs AN targets",
         )
         log_image_to_wandb(trainer.loggers, "adagc/early_learning", path)
 

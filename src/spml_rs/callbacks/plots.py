@@ -14,7 +14,10 @@ from spml_rs.labels import atomic_write_bytes
 
 
 def plot_early_learning(
-    detector: EarlyLearningDetector, path: str | Path, switch_epoch: int | None = None
+    detector: EarlyLearningDetector,
+    path: str | Path,
+    switch_epoch: int | None = None,
+    signal_label: str = "signal",
 ) -> Path:
     """Save the signal, the fitted f(x) = a (1 - exp(-b x^c)), dep, mid and the trigger.
 
@@ -24,7 +27,7 @@ def plot_early_learning(
     fig = Figure(figsize=(6.4, 4.0), dpi=110)
     ax = fig.add_subplot()
     epochs = np.arange(1, len(detector.signal) + 1)
-    ax.plot(epochs, detector.signal, "o-", color="tab:blue", label="signal (teacher F1 vs AN)")
+    ax.plot(epochs, detector.signal, "o-", color="tab:blue", label=signal_label)
     if detector.fit is not None and detector.dep is not None:
         x = np.linspace(1.0, max(detector.dep, 1.0), 200)
         a, b, c = detector.fit
