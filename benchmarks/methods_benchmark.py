@@ -35,13 +35,6 @@ METHODS = (
     "adagc_no_teacher",
 )  # fmt: skip
 LABEL_MODES = ("random", "dominant")
-METRICS = ("mAP_macro", "mAP_micro", "F1_macro", "F1_micro")
-HEADERS = {
-    "mAP_macro": "mAP macro",
-    "mAP_micro": "mAP micro",
-    "F1_macro": "F1 macro",
-    "F1_micro": "F1 micro",
-}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -111,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not sweep_dir.is_dir():
         raise SystemExit(f"--aggregate-only: no such sweep directory: {sweep_dir}")
     runs = [run for run in load_runs([sweep_dir]) if run.method in methods and run.key[2] in modes]
-    text = to_markdown(aggregate(runs))
+    settings = [(args.dataset, mode) for mode in modes]
+    text = to_markdown(aggregate(runs), method_order=methods, setting_order=settings)
     (sweep_dir / "methods_benchmark.md").write_text(text + "\n", encoding="utf-8")
     print(text)
 

@@ -187,10 +187,24 @@ def _short(metric: str) -> str:
     return metric.split("/", 1)[-1].replace("_", " ")
 
 
-def to_markdown(rows: Sequence[Row], metrics: Sequence[str] = DEFAULT_METRICS) -> str:
-    """Rows = method; per setting the metrics (percent, mean ± std) and the seed count."""
-    settings = sorted({r.setting for r in rows})
-    methods = sorted({r.method for r in rows})
+def _ordered(found: set[Any], first: Sequence[Any]) -> list[Any]:
+    """The items of ``first`` that were found, in that order, then the others sorted."""
+    return [x for x in first if x in found] + sorted(found - set(first))
+
+
+def to_markdown(
+    rows: Sequence[Row],
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    method_order: Sequence[str] = (),
+    setting_order: Sequence[tuple[str, ...]] = (),
+) -> str:
+    """Rows = method; per setting the metrics (percent, mean ± std) and the seed count.
+
+    Methods and settings come in ``method_order`` / ``setting_order`` first, the
+    rest alphabetically.
+    """
+    settings = _ordered({r.setting for r in rows}, setting_order)
+    methods = _ordered({r.method for r in rows}, method_order)
     by_key = {r.key: r for r in rows}
     header = ["method"]
     for setting in settings:

@@ -118,6 +118,16 @@ def test_markdown_has_one_column_group_per_setting(sweep: Path) -> None:
     assert full_line.count("—") == 5
 
 
+def test_markdown_follows_the_requested_orders(sweep: Path) -> None:
+    rows = report.aggregate(report.load_runs([sweep]))
+    text = report.to_markdown(
+        rows, method_order=["full", "nope"], setting_order=[("synthetic", "random")]
+    )
+    header, _, first, second = text.splitlines()[:4]
+    assert header.index("synthetic / random") < header.index("synthetic / dominant")
+    assert first.split("|")[1].strip() == "full" and second.split("|")[1].strip() == "an"
+
+
 def test_csv_round_trips_numbers(sweep: Path) -> None:
     rows = report.aggregate(report.load_runs([sweep]))
     parsed = list(csv.DictReader(report.to_csv(rows).splitlines()))
