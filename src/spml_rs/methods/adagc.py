@@ -188,10 +188,9 @@ class AdaGCLoss(SPMLLoss):
         P(y = 1 | x). Classes without a seen observed positive keep c = 1.
         """
         seen = self.score_state[:, -1] > 0
-        scores = self.score_state[:, :-1] / self.score_state[:, -1:].clamp_min(1e-12)
         mask = (self.observed_positive & seen[:, None]).float()
         count = mask.sum(dim=0)
-        mean = (scores * mask).sum(dim=0) / count.clamp_min(1.0)
+        mean = (self.scores() * mask).sum(dim=0) / count.clamp_min(1.0)
         c = torch.where(count > 0, mean, torch.ones_like(mean))
         return c.clamp(MIN_LABEL_FREQUENCY, 1.0)
 
@@ -200,8 +199,8 @@ class AdaGCLoss(SPMLLoss):
         if self.rescale == "label_frequency":
             self.label_frequency.copy_(self.estimate_label_frequency())
 
-    def scores(self, index: torch.Tensor) -> torch.Tensor:
-        """Bias-corrected temporal EMA (B, C) of the samples; 0 for never-seen samples."""
+    def scores(self, index: torch.Tensor | slice = slice(None)) -> torch.Tensor:
+        """Bias-corrected temporal EMA (B, C) of the samples (default: all); 0 if never seen."""
         state = self.score_state[index]
         weight = state[:, -1:]
         return torch.where(weight > 0, state[:, :-1] / weight.clamp_min(1e-12), 0.0)
