@@ -22,6 +22,16 @@ TINY = (
 )
 
 
+def tiny(*overrides: str) -> list[str]:
+    """:data:`TINY` with ``overrides`` applied; one replaces the TINY entry of the same key.
+
+    Hydra rejects a key given twice on one command line, so callers that change a
+    TINY setting (e.g. ``trainer.max_epochs``) go through this instead of appending.
+    """
+    keys = {o.split("=", 1)[0] for o in overrides}
+    return [o for o in TINY if o.split("=", 1)[0] not in keys] + list(overrides)
+
+
 DATA = Path(__file__).parent / "data"
 
 #: Per dataset config: overrides that make a run take seconds (fixtures for the real formats).

@@ -12,17 +12,8 @@ import pytest
 import spml_rs
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.module import SPMLModule
+from spml_testing import TINY
 
-TINY = [
-    "dataset.datamodule.num_train=64",
-    "dataset.datamodule.num_val=32",
-    "dataset.datamodule.num_test=32",
-    "dataset.datamodule.batch_size=32",
-    "model.net.name=test_resnet",
-    "model.net.stem_stride=null",
-    "trainer.max_epochs=1",
-    "callbacks.progress_bar=null",
-]
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 
 
@@ -64,7 +55,8 @@ def test_build_fit_predict(tmp_path: Path, cache_dir: Path) -> None:
     assert trainer.max_epochs == 1
     trainer.fit(module, datamodule=datamodule)
     out = spml_rs.predict(module, datamodule, split="val")
-    assert out["probs"].shape == out["labels"].shape == (32, len(datamodule.class_names))
+    expected = (cfg.dataset.datamodule.num_val, len(datamodule.class_names))
+    assert out["probs"].shape == out["labels"].shape == expected
     assert float(out["probs"].min()) >= 0.0 and float(out["probs"].max()) <= 1.0
     assert out["images"].dtype.is_floating_point  # normalised on the way, as in evaluation
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()

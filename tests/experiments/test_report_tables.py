@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from spml_rs import report
+from spml_testing import tiny
 
 CLASSES = ("forest", "water", "urban")
 
@@ -188,17 +189,14 @@ def test_real_multirun_through_report(tmp_path: Path) -> None:
     """A Hydra multirun of spml_rs.train (2 tiny jobs), then the report command."""
     sweep_dir = tmp_path / "multirun"
     env = {**os.environ, "SPML_RS_CACHE": str(tmp_path / "cache")}
-    tiny = [
-        "dataset.datamodule.num_train=64",
-        "dataset.datamodule.num_val=32",
-        "dataset.datamodule.num_test=32",
-        "dataset.datamodule.batch_size=32",
-        "model.net.name=test_resnet",
-        "model.net.stem_stride=null",
-        "trainer.max_epochs=2",
-        "callbacks.progress_bar=null",
+    command = [
+        sys.executable,
+        "-m",
+        "spml_rs.train",
+        "-m",
+        "method=an,full",
+        *tiny("trainer.max_epochs=2"),
     ]
-    command = [sys.executable, "-m", "spml_rs.train", "-m", "method=an,full", *tiny]
     command.append(f"hydra.sweep.dir={sweep_dir}")
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

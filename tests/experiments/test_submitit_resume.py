@@ -18,17 +18,9 @@ from omegaconf import OmegaConf
 from spml_rs import compose
 from spml_rs.report import read_metrics_csv
 from spml_rs.resume import checkpoint_to_resume, keep_metrics_log, pin_wandb_run, wandb_run_id
+from spml_testing import tiny
 
 HERE = Path(__file__).resolve().parent
-TINY = [
-    "dataset.datamodule.num_train=64",
-    "dataset.datamodule.num_val=32",
-    "dataset.datamodule.num_test=32",
-    "dataset.datamodule.batch_size=32",
-    "model.net.name=test_resnet",
-    "model.net.stem_stride=null",
-    "callbacks.progress_bar=null",
-]
 
 
 def test_slurm_launcher_composes_with_ddp_tasks(tmp_path: Path) -> None:
@@ -99,8 +91,8 @@ def test_preempted_job_is_requeued_and_resumes(tmp_path: Path) -> None:
         "WANDB_SILENT": "true",
     }
     command = [
-        sys.executable, "-m", "spml_rs.train", "-m", "hydra/launcher=local", *TINY,
-        "trainer.max_epochs=3", "trainer.deterministic=true", "logger=wandb",
+        sys.executable, "-m", "spml_rs.train", "-m", "hydra/launcher=local",
+        *tiny("trainer.max_epochs=3"), "trainer.deterministic=true", "logger=wandb",
         "+callbacks.preempt._target_=preempt_once.PreemptOnce",
         "+callbacks.preempt.marker=${paths.output_dir}/preempted.txt",
         "+callbacks.preempt.at_epoch=2,-1",
