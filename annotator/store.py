@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from spml_rs.labels import atomic_write_bytes
+from spml_rs.fileio import atomic_write_bytes, fsync_directory
 
 log = logging.getLogger(__name__)
 
@@ -143,11 +143,7 @@ class EventLog:
         created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         if created:  # make the new name itself durable
-            dir_fd = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_directory(self.path.parent)
         self._offset = 0
         self._line = 0
 

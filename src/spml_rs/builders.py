@@ -13,7 +13,8 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from spml_rs.data.base import DatasetInfo, SPMLDataModule
+from spml_rs.data.base import SPMLDataModule
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.module import SPMLModule
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from spml_rs.labels import atomic_write_bytes
+from spml_rs.fileio import atomic_write_bytes
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

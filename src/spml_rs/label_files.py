@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from spml_rs.labels import atomic_write_bytes
+from spml_rs.fileio import atomic_write_bytes
 
 #: accepted names of the id column (ours, the AID-multilabel CSV convention)
 ID_COLUMNS = ("image_id", "IMAGE\\LABEL")

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from spml_rs import labels as spl
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.data.benv2_builder import build_lmdb, discover
+from spml_rs.fileio import atomic_write_bytes
 from spml_rs.label_files import write_single_positives
 
 #: dataset name -> datamodule class (import path), built with ``root=`` and a label mode.
@@ -155,7 +156,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
     buffer = io.BytesIO()
     np.save(buffer, array)
-    spl.atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 # ---------------------------------------------------------------------- parser

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from spml_rs.labels import atomic_write_bytes
+from spml_rs.fileio import atomic_write_bytes
 
 RESULTS_FILE = "results.json"
 MAIN_KEYS = ("mAP_macro", "mAP_micro", "F1_macro", "F1_micro")

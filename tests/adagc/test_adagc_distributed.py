@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.adagc import AdaGCLoss
 
 N, C, STEPS, BATCH = 12, 4, 3, 6

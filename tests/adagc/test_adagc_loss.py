@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.adagc import AdaGCLoss, GCTargets, mixup, sample_mixup
 
 B, C, N = 6, 5, 20

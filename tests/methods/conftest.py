@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from loss_testing import make_info
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import SPMLLoss
 
 NUM_CLASSES = 6

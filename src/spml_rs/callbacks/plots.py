@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from spml_rs.callbacks.early_learning import EarlyLearningDetector, saturating
-from spml_rs.labels import atomic_write_bytes
+from spml_rs.fileio import atomic_write_bytes
 
 
 def plot_early_learning(

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,26 +25,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from spml_rs import labels as spl
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.label_files import read_single_positives
 
 SPLITS = ("train", "val", "test")
 VAL_LABEL_MODES = ("full", "single")
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What the model and the methods may know about a dataset before training."""
-
-    name: str
-    class_names: tuple[str, ...]
-    in_chans: int
-    num_train_samples: int
-    #: mean number of true labels per training image (oracle statistic, e.g. EPR's k)
-    mean_positives_per_image: float
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
 
 class SplitDataset(Dataset[dict[str, Any]], abc.ABC):

@@ -34,11 +34,12 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from spml_rs.data.base import SPLITS, DatasetInfo, SplitDataset, SPMLDataModule
+from spml_rs.data.base import SPLITS, SplitDataset, SPMLDataModule
 from spml_rs.data.benv2_bands import BandLayout
 from spml_rs.data.benv2_builder import REFERENCE_SUFFIX, read_reference_maps
 from spml_rs.data.benv2_lmdb import LazyLMDB, check_band
 from spml_rs.data.classes import BEN19_CLASSES, class_pixel_counts, clc_lookup_table
+from spml_rs.dataset_info import DatasetInfo
 
 #: our split name -> the value of the metadata's ``split`` column
 METADATA_SPLITS = {"train": "train", "val": "validation", "test": "test"}

@@ -21,6 +21,7 @@ Everything is drawn from ``numpy.random.Generator`` streams seeded by
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 
 from spml_rs.data.base import SplitDataset, SPMLDataModule, cache_dir
 from spml_rs.data.classes import AID17_CLASSES, BEN19_CLASSES
+from spml_rs.fileio import atomic_write_bytes
 
 # Spectral families: classes in one family share a base signature.
 _BEN19_FAMILIES = (0, 0, 1, 1, 2, 1, 2, 3, 3, 3, 3, 2, 4, 3, 5, 6, 6, 7, 7)
@@ -242,10 +244,9 @@ def load_or_generate(
                 splits[split] = SceneSplit(**{key: data[key] for key in data.files})
             continue
         splits[split] = generate_split(preset, seed, split, count)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{np.random.default_rng().integers(1 << 30)}.tmp.npz")
-        np.savez(tmp, **asdict(splits[split]))
-        tmp.replace(path)  # atomic: concurrent processes never see half a file
+        buffer = io.BytesIO()
+        np.savez(buffer, **asdict(splits[split]))
+        atomic_write_bytes(path, buffer.getvalue())  # concurrent processes never see half a file
     return splits
 
 

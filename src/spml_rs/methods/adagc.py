@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.methods.functional import an_targets, bce, unknown_mask
 from spml_rs.methods.state import assign, ema_update

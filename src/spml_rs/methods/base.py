@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 
 Batch = dict[str, Any]
 

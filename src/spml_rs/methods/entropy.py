@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.methods.functional import bce, binary_entropy, observed_terms, unknown_mask
 from spml_rs.methods.state import assign

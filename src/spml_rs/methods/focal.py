@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.methods.functional import neg_log_sigmoid, positive_mask, unknown_mask
 

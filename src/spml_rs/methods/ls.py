@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.methods.functional import an_targets, bce
 

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from spml_rs.data.base import DatasetInfo
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.methods.epr import expected_positives
 from spml_rs.methods.functional import (
