@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import nn
 
 
@@ -74,8 +73,3 @@ def _set_stem_stride(model: nn.Module, name: str, stride: int) -> None:
     conv.stride = (stride, stride)
     if isinstance(getattr(model, "maxpool", None), nn.MaxPool2d) and stride == 1:
         model.maxpool = nn.Identity()
-
-
-@torch.no_grad()
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
