@@ -23,7 +23,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_module
 from omegaconf import DictConfig, open_dict
 
-from spml_rs import builders
+from spml_rs import builders, resume
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.module import SPMLModule
 
@@ -62,13 +62,7 @@ def build(cfg: DictConfig) -> tuple[SPMLDataModule, SPMLModule, L.Trainer]:
     The same objects :func:`spml_rs.train.train` builds; call
     ``trainer.fit(module, datamodule=datamodule)`` to train.
     """
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = builders.build_datamodule(cfg)
-    module = builders.build_module(cfg, datamodule.info())
-    trainer = builders.build_trainer(
-        cfg, builders.build_callbacks(cfg), builders.build_loggers(cfg)
-    )
-    return datamodule, module, trainer
+    return builders.build_run(cfg, resume.run_directory(cfg))
 
 
 def fit(cfg: DictConfig) -> dict[str, Any]:

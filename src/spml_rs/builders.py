@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from spml_rs import resume
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.dataset_info import DatasetInfo
 from spml_rs.module import SPMLModule
@@ -62,21 +63,22 @@ def build_trainer(cfg: DictConfig, callbacks: list[L.Callback], loggers: list[An
     return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
 
-def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` means this run directory's ``checkpoints/last.ckpt``."""
-    if not ckpt_path:
-        return None
-    if ckpt_path == "last":
-        path = run_dir / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"ckpt_path=last: no {path}. To resume a run, point Hydra at its directory: "
-                "hydra.run.dir=<that run's directory> ckpt_path=last, or give ckpt_path=<file>"
-            )
-        return str(path)
-    if not Path(ckpt_path).is_file():
-        raise FileNotFoundError(f"ckpt_path: no such checkpoint file: {ckpt_path}")
-    return ckpt_path
+def build_run(cfg: DictConfig, run_dir: Path) -> tuple[SPMLDataModule, SPMLModule, L.Trainer]:
+    """Everything a training run needs, seeded: what ``spml_rs.train`` and ``spml_rs.build`` share.
+
+    Seeds, builds the datamodule, the module sized by its :class:`DatasetInfo`, the
+    loggers (a W&B logger is pinned to ``run_dir``'s run id, so a requeued job continues
+    its W&B run) with the composed config as hyperparameters, the callbacks and the trainer.
+    """
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = build_datamodule(cfg)
+    module = build_module(cfg, datamodule.info())
+    resume.pin_wandb_run(cfg, run_dir)
+    loggers = build_loggers(cfg)
+    trainer = build_trainer(cfg, build_callbacks(cfg), loggers)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return datamodule, module, trainer
 
 
 def run_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -12,14 +12,37 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
-
-from spml_rs.builders import resolve_ckpt_path
 
 LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
 METRICS_LOG = "metrics.csv"
 WANDB_LOGGER = "WandbLogger"
+
+
+def run_directory(cfg: DictConfig) -> Path:
+    """Hydra's output directory when run through Hydra, else ``cfg.paths.output_dir``."""
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """``last`` means this run directory's ``checkpoints/last.ckpt``; a path must exist."""
+    if not ckpt_path:
+        return None
+    if ckpt_path == "last":
+        path = run_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"ckpt_path=last: no {path}. To resume a run, point Hydra at its directory: "
+                "hydra.run.dir=<that run's directory> ckpt_path=last, or give ckpt_path=<file>"
+            )
+        return str(path)
+    if not Path(ckpt_path).is_file():
+        raise FileNotFoundError(f"ckpt_path: no such checkpoint file: {ckpt_path}")
+    return ckpt_path
 
 
 def checkpoint_to_resume(ckpt_path: str | None, auto_resume: bool, run_dir: Path) -> str | None:

@@ -14,9 +14,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from spml_rs import builders
+from spml_rs import builders, resume
 from spml_rs.results import print_metrics_table, write_results
-from spml_rs.train import run_directory
 
 NET_PREFIX = "net."
 
@@ -40,9 +39,9 @@ def load_backbone_weights(module: torch.nn.Module, ckpt_path: str) -> None:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    run_dir = run_directory(cfg)
+    run_dir = resume.run_directory(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = builders.resolve_ckpt_path(cfg.ckpt_path, run_dir)
+    ckpt_path = resume.resolve_ckpt_path(cfg.ckpt_path, run_dir)
     if ckpt_path is None:
         raise ValueError("spml_rs.test needs ckpt_path=<checkpoint file>")
     datamodule = builders.build_datamodule(cfg)

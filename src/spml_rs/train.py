@@ -8,42 +8,24 @@ test metrics. Returns the metric named by ``optimized_metric`` for sweepers.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from spml_rs import builders, resume
 from spml_rs.results import print_metrics_table, write_results
 
 
-def run_directory(cfg: DictConfig) -> Path:
-    """Hydra's output directory when run through Hydra, else ``cfg.paths.output_dir``."""
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path(cfg.paths.output_dir)
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit and test; returns the test metrics (plus ``val/best`` for sweepers)."""
     started = time.time()
-    run_dir = run_directory(cfg)
+    run_dir = resume.run_directory(cfg)
     # Before the loggers: a resumed run keeps its earlier metrics.csv (CSVLogger deletes it).
     ckpt_path = resume.checkpoint_to_resume(
         cfg.get("ckpt_path"), cfg.get("auto_resume", False), run_dir
     )
-    L.seed_everything(cfg.seed, workers=True)
-    datamodule = builders.build_datamodule(cfg)
-    info = datamodule.info()
-    module = builders.build_module(cfg, info)
-    resume.pin_wandb_run(cfg, run_dir)  # a requeued job continues its W&B run
-    loggers = builders.build_loggers(cfg)
-    trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), loggers)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    datamodule, module, trainer = builders.build_run(cfg, run_dir)
 
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
 

@@ -62,6 +62,20 @@ def test_build_fit_predict(tmp_path: Path, cache_dir: Path) -> None:
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_build_pins_the_wandb_run_like_train(tmp_path: Path, cache_dir: Path) -> None:
+    """``spml_rs.build`` is the command line's builder: a W&B logger gets the run dir's id."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    from spml_rs.resume import wandb_run_id
+
+    cfg = spml_rs.compose(
+        [*TINY, f"paths.cache_dir={cache_dir}", "logger=wandb"], output_dir=tmp_path
+    )
+    _, _, trainer = spml_rs.build(cfg)
+    (wandb,) = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+    assert wandb.version == wandb_run_id(tmp_path)
+
+
 def test_fit_writes_results(tmp_path: Path, cache_dir: Path) -> None:
     cfg = spml_rs.compose([*TINY, f"paths.cache_dir={cache_dir}"], output_dir=tmp_path)
     metrics = spml_rs.fit(cfg)
