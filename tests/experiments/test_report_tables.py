@@ -184,6 +184,43 @@ def test_main_writes_tables_and_plots(sweep: Path, tmp_path: Path) -> None:
     assert all((out / n).stat().st_size > 1000 for n in names if n.endswith(".png"))
 
 
+def test_default_output_is_next_to_the_runs(
+    sweep: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --out nothing lands in the caller's working directory."""
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert report.main([str(sweep), "--no-plots"]) == 0
+    assert (sweep / "report" / "benchmark.md").is_file()
+    assert list(elsewhere.iterdir()) == []
+    # several directories: the deepest folder holding all of them
+    other = write_run(tmp_path / "sweep2", "an_0", "an", 0, 0.3).parent
+    assert report.main([str(sweep), str(other), "--no-plots", "--by", "paths.output_dir"]) == 0
+    assert (tmp_path / "report" / "benchmark.csv").is_file()
+    # a second report run reads the same runs (its own output holds no results.json)
+    assert report.main([str(sweep), "--no-plots"]) == 0
+
+
+def test_python_dash_m_runs_the_command(sweep: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spml_rs.report",
+            str(sweep),
+            "--no-plots",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o" / "benchmark.md").is_file()
+
+
 @pytest.mark.slow
 def test_real_multirun_through_report(tmp_path: Path) -> None:
     """A Hydra multirun of spml_rs.train (2 tiny jobs), then the report command."""
