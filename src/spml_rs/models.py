@@ -5,7 +5,7 @@ state dict, adapted to ``in_chans`` by timm's own first-conv adaptation) or,
 when ``pretrained=True`` and no path is given, from the Hugging Face hub
 through timm's cache. Nothing is downloaded unless asked for.
 
-Label leak warning (docs/datasets.md): the published reBEN checkpoints were
+Label leak warning (docs/datasets_benv2.md): the published reBEN checkpoints were
 trained with full reBEN labels; do not use them for SPML experiments on reBEN.
 """
 
