@@ -14,7 +14,7 @@ from spml_rs.data.base import SPMLDataModule
 from spml_rs.module import SPMLModule
 from spml_testing import TINY
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "quickstart.ipynb"
 
 
 def test_import_is_lazy() -> None:
