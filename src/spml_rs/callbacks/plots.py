@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from spml_rs.callbacks.early_learning import EarlyLearningDetector, saturating
 from spml_rs.fileio import atomic_write_bytes
+from spml_rs.methods.early_learning import EarlyLearningDetector, saturating
 
 
 def plot_early_learning(

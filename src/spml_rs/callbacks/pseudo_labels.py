@@ -23,19 +23,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from spml_rs.callbacks.ema_teacher import SOURCES, clean_predictions
-from spml_rs.methods.adagc import AdaGCLoss, mixup, sample_mixup
+from spml_rs.callbacks.adagc_common import adagc_loss, check_source, clean_predictions
+from spml_rs.methods.adagc import mixup, sample_mixup
 from spml_rs.methods.base import Batch
 from spml_rs.methods.state import gather_cat
-
-
-def adagc_loss(pl_module: L.LightningModule) -> AdaGCLoss:
-    loss = getattr(pl_module, "loss", None)
-    if not isinstance(loss, AdaGCLoss):
-        raise TypeError(
-            f"AdaGC callbacks need method.loss = spml_rs.methods.adagc.AdaGCLoss, got {type(loss)}"
-        )
-    return loss
 
 
 class PseudoLabels(L.Callback):
@@ -62,8 +53,7 @@ class PseudoLabels(L.Callback):
     ) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"PseudoLabels momentum must lie in [0, 1), got {momentum}")
-        if source not in SOURCES:
-            raise ValueError(f"PseudoLabels source must be one of {SOURCES}, got {source!r}")
+        check_source(source, "PseudoLabels")
         if mixup_alpha <= 0:
             raise ValueError(f"PseudoLabels mixup_alpha must be > 0, got {mixup_alpha}")
         self.momentum = momentum
@@ -86,7 +76,7 @@ class PseudoLabels(L.Callback):
         loss.update_scores(batch["index"], probs, self.momentum, batch["target"])
         gc = loss.calibrated(batch["index"], batch["target"])
         self._count(gc.target, batch)
-        if loss.stage == 1:
+        if not loss.calibrating:
             return
         if self.mixup:
             key = [self.seed, trainer.current_epoch, batch_idx, trainer.global_rank]

@@ -12,9 +12,10 @@ Two stages (``docs/methods.md``, section AdaGC; ``docs/adagc.md``):
   - ``elr``: L = mean BCE(x, AN) + lambda mean_{i,c} u_ic log(1 - t_ic p_ic),
     u the unknown mask: on unknowns dL/dx = (p - lambda t p (1-p) / (1 - t p)) / (BC).
 
-The stage switch, the teacher, the temporal EMA and Mixup are driven by the
-callbacks in ``spml_rs.callbacks``; this module holds the per-sample state
-(checkpointed as a buffer), the calibration and the loss. The stage is saved
+The stage switch (:meth:`AdaGCLoss.start_calibration`), the teacher, the
+temporal EMA and Mixup are driven by the callbacks in ``spml_rs.callbacks``;
+this module holds the per-sample state (checkpointed as a buffer), the
+calibration and the loss. The stage is saved
 with the module's ``state_dict`` (``get_extra_state``).
 """
 
@@ -152,6 +153,16 @@ class AdaGCLoss(SPMLLoss):
         self.register_buffer("observed_positive", torch.zeros(n, c, dtype=torch.bool))
         self.register_buffer("label_frequency", torch.ones(c))
 
+    # ------------------------------------------------------------ stage
+    @property
+    def calibrating(self) -> bool:
+        """True in stage 2 (gradient calibration), False in the AN warm-up."""
+        return self.stage == 2
+
+    def start_calibration(self) -> None:
+        """Switch to stage 2; called once, by the early-learning detection (never undone)."""
+        self.stage = 2
+
     # ------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
         return {"stage": self.stage}
@@ -220,7 +231,7 @@ class AdaGCLoss(SPMLLoss):
 
     # ------------------------------------------------------------- loss
     def forward(self, logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
-        if self.stage == 1:
+        if not self.calibrating:
             return {"loss": bce(logits, an_targets(batch["target"])).mean()}
         missing = [k for k in GC_KEYS if k not in batch]
         if missing:

@@ -7,8 +7,10 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from spml_rs.callbacks.early_learning import (
+from spml_rs.methods.early_learning import (
+    SIGNALS,
     EarlyLearningDetector,
     default_windows,
     fit_saturating,
@@ -137,10 +139,6 @@ def test_bad_settings_are_rejected() -> None:
 
 
 def test_signals_score_agreement_with_the_an_targets() -> None:
-    import torch
-
-    from spml_rs.callbacks.early_learning import SIGNALS, EarlyLearningCallback
-
     target = torch.tensor([[1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=torch.int8)
     probs = torch.tensor([[0.4, 0.1, 0.2], [0.6, 0.3, 0.1], [0.1, 0.2, 0.9]])
     # top1: the top class is the observed positive in rows 0 and 2, whatever the scale
@@ -148,5 +146,3 @@ def test_signals_score_agreement_with_the_an_targets() -> None:
     assert SIGNALS["top1"](probs * 0.1, target).tolist() == [1.0, 0.0, 1.0]
     # f1 at 0.5: row 0 predicts nothing (F1 0), row 1 the wrong class, row 2 exactly right
     assert SIGNALS["f1"](probs, target).tolist() == pytest.approx([0.0, 0.0, 1.0])
-    with pytest.raises(ValueError, match="signal"):
-        EarlyLearningCallback(signal="loss")

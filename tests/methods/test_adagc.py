@@ -44,7 +44,7 @@ def logit_gradient(loss: AdaGCLoss, logits: torch.Tensor, batch: dict) -> torch.
 def test_stage1_is_assume_negative() -> None:
     loss = AdaGCLoss(info=make_info())
     logits, batch, _ = stage2_batch(loss)
-    loss.stage = 1
+    assert not loss.calibrating  # a new loss starts in the AN warm-up
     p = torch.sigmoid(logits.detach())
     expected = p - (batch["target"] == 1).float()
     assert torch.allclose(logit_gradient(loss, logits, batch), expected, atol=1e-6)
@@ -53,7 +53,7 @@ def test_stage1_is_assume_negative() -> None:
 def test_target_form_gradient_is_p_minus_t() -> None:
     loss = AdaGCLoss(info=make_info(), form="target")
     logits, batch, t = stage2_batch(loss)
-    loss.stage = 2
+    loss.start_calibration()
     p = torch.sigmoid(logits.detach())
     positive = batch["target"] == 1
     expected = torch.where(positive, p - 1.0, p - t)
@@ -64,7 +64,7 @@ def test_target_form_gradient_is_p_minus_t() -> None:
 def test_elr_form_gradient_matches_closed_form(lam: float) -> None:
     loss = AdaGCLoss(info=make_info(), form="elr", lam=lam)
     logits, batch, t = stage2_batch(loss)
-    loss.stage = 2
+    loss.start_calibration()
     p = torch.sigmoid(logits.detach())
     positive = batch["target"] == 1
     calibrated = p - lam * t * p * (1 - p) / (1 - t * p)
@@ -131,7 +131,7 @@ def test_mixed_gc_targets_reduce_to_the_elr_form_per_image() -> None:
 
 def test_stage2_without_pseudo_labels_is_a_clear_error() -> None:
     loss = AdaGCLoss(info=make_info())
-    loss.stage = 2
+    loss.start_calibration()
     batch = {"target": torch.full((B, C), -1, dtype=torch.int8), "index": torch.arange(B)}
     with pytest.raises(KeyError, match="PseudoLabels"):
         loss(torch.zeros(B, C), batch)
@@ -140,7 +140,7 @@ def test_stage2_without_pseudo_labels_is_a_clear_error() -> None:
 def test_stage_and_scores_are_saved_with_the_module() -> None:
     loss = AdaGCLoss(info=make_info())
     loss.update_scores(torch.arange(4), torch.rand(4, C), momentum=0.5)
-    loss.stage = 2
+    loss.start_calibration()
     restored = AdaGCLoss(info=make_info())
     restored.load_state_dict(loss.state_dict())
     assert restored.stage == 2
