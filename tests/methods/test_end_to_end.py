@@ -13,7 +13,7 @@ from spml_rs.train import train
 
 METHODS = [
     "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp", "elr", "gce",
-    "hill", "splc",
+    "hill", "splc", "boostlu", "boostlu_ll_r", "boostlu_ll_ct", "boostlu_ll_cp", "gr",
 ]  # fmt: skip
 STATEFUL = ["role", "elr", "ll_cp", "em_apl"]
 #: smaller than the shared TINY sizes: resume tests train 3 + 3 epochs
