@@ -34,6 +34,32 @@ def logged(run_dir: Path, key: str) -> list[float]:
         return [float(row[key]) for row in csv.DictReader(handle) if row.get(key)]
 
 
+class RecordBatchKeys(L.Callback):
+    """The keys of every training batch as the datamodule delivered it and as the loss saw it
+    (put first: its ``on_train_batch_start`` runs before the method's callbacks)."""
+
+    def __init__(self) -> None:
+        self.delivered: list[set[str]] = []
+        self.seen: list[tuple[set[str], object]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.delivered.append(set(batch))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # type: ignore[no-untyped-def]
+        self.seen.append((set(batch), batch["adagc"].gc))
+
+
+def fit_with(cfg: DictConfig, *first: L.Callback) -> tuple[L.Trainer, L.LightningModule]:
+    """Build the run of ``cfg`` as the entry point does, with ``first`` ahead of its callbacks."""
+    from spml_rs import builders
+
+    datamodule = builders.build_datamodule(cfg)
+    module = builders.build_module(cfg, datamodule.info())
+    trainer = builders.build_trainer(cfg, [*first, *builders.build_callbacks(cfg)], [])
+    trainer.fit(module, datamodule=datamodule)
+    return trainer, module
+
+
 def add_callback(cfg: DictConfig, name: str, target: str, **kwargs: object) -> None:
     with open_dict(cfg):
         cfg.callbacks[name] = {"_target_": target, **kwargs}
@@ -63,6 +89,26 @@ def test_adagc_trains_and_switches_on_each_preset(
     precision = logged(tmp_path, "adagc/pl_precision") + logged(tmp_path, "adagc/pl_recall")
     assert all(0.0 <= v <= 1.0 for v in precision)
     assert (tmp_path / "early_learning.png").stat().st_size > 1000
+
+
+def test_callbacks_add_one_key_to_the_batch(make_cfg) -> None:
+    """The batch contract (methods/base.py): AdaGC's callbacks add ``batch["adagc"]`` only; its
+    calibrated targets exist in stage 2, mixed (a Mixup lambda), and not in stage 1."""
+    from spml_rs.methods.adagc import GCTargets
+
+    record = RecordBatchKeys()
+    cfg = make_cfg(
+        "method=adagc", "trainer.max_epochs=2", "method.callbacks.early_learning.fixed=1"
+    )
+    fit_with(cfg, record)
+    per_epoch = len(record.seen) // 2
+    assert per_epoch > 0 and len(record.delivered) == len(record.seen) == 2 * per_epoch
+    assert all({"image", "target", "label", "index"} <= keys for keys in record.delivered)
+    for delivered, (seen, _) in zip(record.delivered, record.seen, strict=True):
+        assert seen - delivered == {"adagc"}
+    stage1, stage2 = record.seen[:per_epoch], record.seen[per_epoch:]
+    assert all(gc is None for _, gc in stage1)
+    assert all(isinstance(gc, GCTargets) and gc.mixup_lambda is not None for _, gc in stage2)
 
 
 def test_ablation_configs_change_only_their_part(make_cfg) -> None:
@@ -173,7 +219,6 @@ def test_rollback_restores_student_teacher_and_optimiser(make_cfg, tmp_path: Pat
     optimiser moments of that epoch (learning rates stay with the scheduler)."""
     import torch
 
-    from spml_rs import builders
     from spml_rs.callbacks.early_learning import EarlyLearningCallback
     from spml_rs.callbacks.ema_teacher import EMATeacher
 
@@ -183,10 +228,7 @@ def test_rollback_restores_student_teacher_and_optimiser(make_cfg, tmp_path: Pat
         "method.callbacks.early_learning.rollback=true",
         "method.callbacks.early_learning.max_warmup_epochs=10",  # no switch: snapshots stay
     )
-    datamodule = builders.build_datamodule(cfg)
-    module = builders.build_module(cfg, datamodule.info())
-    trainer = builders.build_trainer(cfg, builders.build_callbacks(cfg), [])
-    trainer.fit(module, datamodule=datamodule)
+    trainer, module = fit_with(cfg)
     detector = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyLearningCallback))
     teacher = next(cb for cb in trainer.callbacks if isinstance(cb, EMATeacher))
     snapshot = torch.load(tmp_path / "early_learning" / "epoch0001_rank0.pt", weights_only=True)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spml_rs.dataset_info import DatasetInfo
-from spml_rs.methods.adagc import AdaGCLoss, GCTargets, mixup, sample_mixup
+from spml_rs.methods.adagc import AdaGCLoss, GCTargets, adagc_batch, mixup, sample_mixup
 
 B, C, N = 6, 5, 20
 
@@ -119,7 +119,7 @@ def test_mixed_gc_targets_reduce_to_the_elr_form_per_image() -> None:
     """Mixing (T, observed, unknown) alike keeps t = (T - observed) / unknown convex."""
     loss = AdaGCLoss(info=make_info(), form="elr", lam=1.0)
     _, batch, t = stage2_batch(loss)
-    gc = GCTargets(*(batch[k] for k in ("gc_target", "gc_observed", "gc_unknown")))
+    gc = batch["adagc"].gc
     perm = torch.roll(torch.arange(B), 1)
     mixed = gc.mixed(perm, 0.6)
     u = mixed.unknown
@@ -127,6 +127,19 @@ def test_mixed_gc_targets_reduce_to_the_elr_form_per_image() -> None:
     expected = (0.6 * gc.unknown * t + 0.4 * (gc.unknown * t)[perm]) / u.clamp_min(1e-12)
     assert torch.allclose(recovered[u > 0], expected[u > 0], atol=1e-6)
     assert torch.allclose(mixed.target, mixup(gc.target, perm, 0.6))
+
+
+def test_stage2_targets_travel_as_one_object_under_one_key() -> None:
+    """The batch contract (methods/base.py): AdaGC adds ``batch["adagc"]`` and nothing else."""
+    loss = AdaGCLoss(info=make_info())
+    _, batch, _ = stage2_batch(loss)
+    assert set(batch) == {"index", "target", "adagc"}
+    gc = batch["adagc"].gc
+    assert isinstance(gc, GCTargets) and gc.mixup_lambda is None
+    assert gc.mixed(torch.roll(torch.arange(B), 1), 0.3).mixup_lambda == 0.3
+    assert adagc_batch(batch) is batch["adagc"]  # created once, then reused
+    with pytest.raises(TypeError, match="reserved for AdaGC"):
+        adagc_batch({"adagc": torch.zeros(1)})
 
 
 def test_stage2_without_pseudo_labels_is_a_clear_error() -> None:

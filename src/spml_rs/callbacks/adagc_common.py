@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from spml_rs.callbacks.ema_teacher import EMATeacher
-from spml_rs.methods.adagc import AdaGCLoss
+from spml_rs.methods.adagc import AdaGCLoss, adagc_batch
 from spml_rs.methods.base import Batch
 
 #: who predicts for the pseudo-labels and the detector signal
@@ -75,14 +75,15 @@ def clean_predictions(
 ) -> torch.Tensor:
     """Probabilities (B, C) of ``source`` on the batch's clean images, cached in the batch.
 
-    Call before anything replaces ``batch["image"]`` (Mixup): the first caller
-    computes, later callers (the detector, the pseudo-labeller) reuse the cache.
+    The cache is ``batch["adagc"].clean_probs[source]``. Call before anything
+    replaces ``batch["image"]`` (Mixup): the first caller computes, later
+    callers (the detector, the pseudo-labeller) reuse the cache.
     """
     check_source(source, "prediction")
-    key = f"{source}_probs"
-    if key not in batch:
+    cache = adagc_batch(batch).clean_probs
+    if source not in cache:
         net = source_net(trainer, pl_module, source)
         # the trainer's autocast (bf16-mixed etc.) covers training_step only; use it here too
         with trainer.precision_plugin.forward_context():
-            batch[key] = predict_probs(net, batch["image"])
-    return batch[key]
+            cache[source] = predict_probs(net, batch["image"])
+    return cache[source]

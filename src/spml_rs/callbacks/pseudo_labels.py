@@ -9,9 +9,10 @@ is checkpointed with the model and updated identically on every DDP rank.
 
 Per training batch, in ``on_train_batch_start`` (after device-side
 normalisation and augmentation): teacher probabilities on the clean images ->
-temporal EMA update -> calibrated targets; in stage 2 they go into the batch
-(``gc_*`` keys), with Mixup replacing ``batch["image"]`` by the mixed images and
-the targets by the mixed targets.
+temporal EMA update -> calibrated targets; in stage 2 they go to the loss as
+``batch["adagc"].gc`` (:class:`~spml_rs.methods.adagc.GCTargets`), with Mixup
+replacing ``batch["image"]`` by the mixed images and the targets by the mixed
+targets (``methods/base.py``, "Batch contract").
 
 Ablations by configuration: ``momentum=0`` is the single EMA (teacher only);
 ``source=student`` uses the student's own predictions (no teacher).
@@ -86,7 +87,6 @@ class PseudoLabels(L.Callback):
             perm = perm.to(probs.device)
             batch["image"] = mixup(batch["image"], perm, lam)
             gc = gc.mixed(perm, lam)
-            batch["mixup_lambda"] = lam
         gc.to_batch(batch)
 
     @torch.no_grad()

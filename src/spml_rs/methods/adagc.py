@@ -21,7 +21,7 @@ with the module's ``state_dict`` (``get_extra_state``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,8 +39,8 @@ RESCALES = ("none", "label_frequency")
 MIN_LABEL_FREQUENCY = 1e-3
 #: p is clamped in the ``elr`` form so that log(1 - t p) stays finite when t = 1
 PROB_CLAMP = 1e-4
-#: batch keys the pseudo-label callback fills in stage 2 (all float (B, C))
-GC_KEYS = ("gc_target", "gc_observed", "gc_unknown")
+#: the one batch key AdaGC's callbacks write (``methods/base.py``, "Batch contract")
+ADAGC_KEY = "adagc"
 
 
 @dataclass
@@ -48,7 +48,8 @@ class GCTargets:
     """Calibrated targets of a batch, all float (B, C) in [0, 1].
 
     target: T, the full calibrated vector (observed positives 1, unknowns t);
-    observed: the AN targets; unknown: weight of the unknown entries. Mixing
+    observed: the AN targets; unknown: weight of the unknown entries;
+    mixup_lambda: the lambda they were mixed with (None: not mixed). Mixing
     mixes all three with the same (perm, lambda), so (target - observed) /
     unknown stays a convex combination of the pseudo-labels of the two images.
     """
@@ -56,12 +57,44 @@ class GCTargets:
     target: torch.Tensor
     observed: torch.Tensor
     unknown: torch.Tensor
+    mixup_lambda: float | None = None
 
     def mixed(self, perm: torch.Tensor, lam: float) -> GCTargets:
-        return GCTargets(*(mixup(v, perm, lam) for v in (self.target, self.observed, self.unknown)))
+        target, observed, unknown = (
+            mixup(v, perm, lam) for v in (self.target, self.observed, self.unknown)
+        )
+        return GCTargets(target, observed, unknown, mixup_lambda=lam)
 
     def to_batch(self, batch: Batch) -> None:
-        batch.update(zip(GC_KEYS, (self.target, self.observed, self.unknown), strict=True))
+        """Hand the targets to the loss: ``batch["adagc"].gc = self``."""
+        adagc_batch(batch).gc = self
+
+
+@dataclass
+class AdaGCBatch:
+    """All that AdaGC's callbacks add to a training batch, under ``batch["adagc"]``.
+
+    clean_probs: ``{source: (B, C) float}``, the probabilities of the teacher
+        and/or the student on the batch's clean images (before Mixup); written
+        by the first caller of ``callbacks.adagc_common.clean_predictions``,
+        read by the early-learning signal and the pseudo-labeller.
+    gc: stage 2 only, the calibrated (and, with Mixup, mixed) targets; written
+        by the ``PseudoLabels`` callback, read by :class:`AdaGCLoss`.
+    """
+
+    clean_probs: dict[str, torch.Tensor] = field(default_factory=dict)
+    gc: GCTargets | None = None
+
+
+def adagc_batch(batch: Batch) -> AdaGCBatch:
+    """The batch's :class:`AdaGCBatch` (``batch["adagc"]``), created on first use."""
+    state = batch.setdefault(ADAGC_KEY, AdaGCBatch())
+    if not isinstance(state, AdaGCBatch):
+        raise TypeError(
+            f"batch[{ADAGC_KEY!r}] is reserved for AdaGC's callbacks (an AdaGCBatch), "
+            f"got {type(state).__name__}"
+        )
+    return state
 
 
 def sample_mixup(
@@ -233,13 +266,13 @@ class AdaGCLoss(SPMLLoss):
     def forward(self, logits: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         if not self.calibrating:
             return {"loss": bce(logits, an_targets(batch["target"])).mean()}
-        missing = [k for k in GC_KEYS if k not in batch]
-        if missing:
+        state = batch.get(ADAGC_KEY)
+        gc = state.gc if isinstance(state, AdaGCBatch) else None
+        if gc is None:
             raise KeyError(
-                f"adagc stage 2 needs batch keys {missing}, filled by the PseudoLabels callback: "
-                "add it to the method's callbacks (see configs/method/adagc.yaml)"
+                f"adagc stage 2 needs batch[{ADAGC_KEY!r}].gc, the calibrated targets filled by the "
+                "PseudoLabels callback: add it to the method's callbacks (configs/method/adagc.yaml)"
             )
-        gc = GCTargets(*(batch[k] for k in GC_KEYS))
         if self.form == "target":
             return {"loss": gc_target_loss(logits, gc)}
         loss, an, reg = gc_elr_loss(logits, gc, self.lam)

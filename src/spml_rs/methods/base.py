@@ -13,6 +13,39 @@ only calls the hooks below.
   loss; it gets its own optimiser group with learning rate ``lr * lr_scale``.
 * Per-sample state lives in buffers indexed by ``batch["index"]``; buffers and
   parameters are part of the module's ``state_dict`` and so of every checkpoint.
+
+Batch contract
+--------------
+A batch is a ``dict`` (:data:`Batch`): the samples' keys, stacked by the
+loader, moved to the device, then normalised (and in training augmented) by the
+datamodule's ``on_after_batch_transfer``. B = batch size, C = classes.
+
+* ``image``: float (B, bands, H, W). A training callback may replace it in
+  place (AdaGC's Mixup); the clean images are then gone for later readers.
+* ``target``: int8 (B, C), the observed labels: 1 positive, 0 observed
+  negative, -1 unknown. What every loss trains on.
+* ``label``: uint8 (B, C), the full ground truth (0/1). Evaluation and
+  diagnostics only; no training loss reads it (except ``full``).
+* ``index``: int64 (B,), the sample's row in its split: the row of every
+  per-sample state tensor.
+
+A method's callbacks may add keys in ``on_train_batch_start`` (after the
+datamodule, before ``training_step``), for the loss and for each other: at
+most one key per method, named after it, holding one documented object, never
+loose tensors. The keys in use:
+
+* ``adagc``: :class:`spml_rs.methods.adagc.AdaGCBatch`, with
+  - ``clean_probs[source]``: float (B, C) probabilities of the EMA teacher
+    (``"teacher"``) or the student (``"student"``) on the clean images.
+    Written by the first caller of ``callbacks.adagc_common.clean_predictions``
+    (``PseudoLabels`` or ``EarlyLearningCallback``, whichever runs first);
+    read by both.
+  - ``gc`` (stage 2 only, else None): ``GCTargets``, float (B, C) ``target``,
+    ``observed`` and ``unknown`` and the float ``mixup_lambda`` (None without
+    Mixup). Written by ``PseudoLabels`` after Mixup; read by
+    ``AdaGCLoss.forward``.
+
+``docs/batch_contract.md`` has the same contract, with the reasons.
 """
 
 from __future__ import annotations
