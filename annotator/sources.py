@@ -5,14 +5,14 @@ order and returns the bytes the browser shows for an id. Ids are the only thing
 a request can name: every lookup goes through the id table built here, so a
 URL can never choose a path (see :meth:`AIDSource.image`).
 
-* AID-multilabel: the JPEG files under ``images_tr/<Scene>/<id>.jpg`` (train) or
-  ``images_test/`` (test), served unchanged (no re-encoding: small and fast over
-  an SSH tunnel).
+* AID-multilabel: the image files under ``images_tr/<Scene>/`` (train) or
+  ``images_test/`` (test), found as ``dataset=aid`` finds them; JPEG and PNG are
+  served unchanged (no re-encoding: small and fast over an SSH tunnel).
 * reBEN: ids, split and LMDB as ``dataset=benv2`` finds them (``metadata.parquet``,
   official LMDB: key = patch id, value = safetensors dict of bands); true colour
   from B04/B03/B02 with a per-band 2-98 % percentile stretch, rendered to PNG in
   memory and enlarged by the page with sharp pixels.
-* synthetic: the scenes of :class:`spml_rs.data.synthetic.SyntheticDataModule`,
+* synthetic: the scenes of :class:`spml_rs.data.synthetic.SceneCache`,
   colour from three bands, stretched like reBEN.
 """
 
@@ -27,7 +27,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 from PIL import Image
 
-from spml_rs.data.classes import AID17_CLASSES
+from spml_rs.data.aid_index import SPLIT_FOLDERS, AIDIndex
 
 
 class UnknownImage(KeyError):
@@ -104,36 +104,52 @@ class ArraySource:
 
 
 class AIDSource:
-    """AID-multilabel JPEGs: ``<root>/images_tr/<Scene>/<id>.jpg`` (``images_test`` for test)."""
+    """AID-multilabel images: ``<root>/images_tr/<Scene>/<id>.<ext>`` (``images_test`` for test).
+
+    Found by :class:`spml_rs.data.aid_index.AIDIndex`, as ``dataset=aid`` finds them
+    (no label CSV needed). JPEGs and PNGs are served as they are; other formats
+    (TIFF) are re-encoded to PNG, which every browser shows.
+    """
 
     pixelated = False
-    FOLDERS: ClassVar[dict[str, tuple[str, ...]]] = {
-        "train": ("images_tr",),
-        "test": ("images_test",),
-        "all": ("images_tr", "images_test"),
+    SPLITS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "train": ("train",),
+        "test": ("test",),
+        "all": ("train", "test"),
+    }
+    SERVED_AS_IS: ClassVar[dict[str, str]] = {
+        ".jpg": "image/jpeg",
+        ".jpeg": "image/jpeg",
+        ".png": "image/png",
     }
 
     def __init__(self, root: str | Path, split: str = "train") -> None:
-        if split not in self.FOLDERS:
-            raise ValueError(f"AID split must be one of {sorted(self.FOLDERS)}, got {split!r}")
-        self.name = "aid"
-        self.class_names = AID17_CLASSES
-        self.root = Path(root).resolve()
+        if split not in self.SPLITS:
+            raise ValueError(f"AID split must be one of {sorted(self.SPLITS)}, got {split!r}")
+        index = AIDIndex(Path(root).resolve())
+        self.name = index.name
+        self.class_names = index.class_names
+        self.root = index.root
         self._paths: dict[str, Path] = {}
-        for folder in self.FOLDERS[split]:
-            self._scan(self.root / folder)
-        if not self._paths:
-            raise FileNotFoundError(
-                f"no AID images under {self.root}: expected "
-                f"{'/ or '.join(self.FOLDERS[split])}/<Scene>/<scene>_<n>.jpg"
-            )
+        for official in self.SPLITS[split]:
+            for image_id, path in self._scan(index, official).items():
+                previous = self._paths.setdefault(image_id, path)
+                if previous != path:
+                    raise ValueError(
+                        f"AID image id {image_id!r} is in two files: {previous}, {path}"
+                    )
         self.image_ids = tuple(sorted(self._paths, key=_natural_key))
 
-    def _scan(self, folder: Path) -> None:
-        for path in sorted(folder.glob("*/*.jpg")):
-            previous = self._paths.setdefault(path.stem, path)
-            if previous != path:
-                raise ValueError(f"AID image id {path.stem!r} is in two files: {previous}, {path}")
+    @staticmethod
+    def _scan(index: AIDIndex, official: str) -> dict[str, Path]:
+        missing = f"no AID images under {index.root}: expected {SPLIT_FOLDERS[official]}/<Scene>/"
+        try:
+            found = index.images(official)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(missing) from error
+        if not found:
+            raise FileNotFoundError(missing)
+        return found
 
     def image(self, image_id: str) -> Picture:
         path = self._paths.get(image_id)
@@ -144,7 +160,13 @@ class AIDSource:
         real = path.resolve()
         if not real.is_relative_to(self.root) or not real.is_file():
             raise UnknownImage(image_id)
-        return Picture(real.read_bytes(), "image/jpeg")
+        mimetype = self.SERVED_AS_IS.get(real.suffix.lower())
+        if mimetype is not None:
+            return Picture(real.read_bytes(), mimetype)
+        from spml_rs.data.aid import decode
+
+        rgb = decode(str(real)).permute(1, 2, 0).numpy()
+        return Picture(png_bytes(np.ascontiguousarray(rgb)), "image/png")
 
 
 def _natural_key(image_id: str) -> tuple[str, int]:
@@ -161,7 +183,7 @@ def benv2_source(
 ) -> ArraySource:
     """reBEN patches of ``split``, exactly those ``dataset=benv2`` trains on.
 
-    Ids, split and LMDB location come from :class:`spml_rs.data.benv2.BENv2DataModule`
+    Ids, split and LMDB location come from :class:`spml_rs.data.benv2_index.BENv2Index`
     (``metadata.parquet``; the official single LMDB or the per-split ones).
 
     Args:
@@ -169,14 +191,12 @@ def benv2_source(
         split: ``train``, ``val`` or ``test``.
         lmdb_name, metadata_name: as ``dataset.datamodule.lmdb_name`` / ``metadata_name``.
     """
-    from spml_rs.data.benv2 import BENv2DataModule
-    from spml_rs.data.benv2_lmdb import LazyLMDB, decode_value
+    from spml_rs.data.benv2_index import BENv2Index
+    from spml_rs.data.benv2_lmdb import decode_value
 
-    module = BENv2DataModule(
-        root=str(root), lmdb_name=lmdb_name, metadata_name=metadata_name, label_mode="full"
-    )
-    ids = [str(i) for i in module.split_index(split).patch_ids]
-    database = LazyLMDB(module.lmdb_path(split), readahead=False)
+    index = BENv2Index(root, lmdb_name=lmdb_name, metadata_name=metadata_name)
+    ids = [str(i) for i in index.split(split).patch_ids]
+    database = index.database(split)
 
     def read(image_id: str) -> np.ndarray:
         try:
@@ -186,7 +206,7 @@ def benv2_source(
         bands = decode_value(value, image_id, database.path)
         return np.stack([bands[name] for name in ("B04", "B03", "B02")])
 
-    return ArraySource("benv2", module.class_names, ids, read)
+    return ArraySource(index.name, index.class_names, ids, read)
 
 
 def synthetic_source(
@@ -201,16 +221,14 @@ def synthetic_source(
     ``root`` is the cache folder (``paths.cache_dir``); ``sizes`` overrides
     ``num_train``/``num_val``/``num_test``/``image_size`` like the dataset config.
     """
-    from spml_rs.data.synthetic import SyntheticDataModule
+    from spml_rs.data.synthetic import SceneCache
 
-    module = SyntheticDataModule(
-        preset=preset, seed=seed, root=str(root) if root else None, **(sizes or {})
-    )
-    ids, _ = module._split_labels(split)
-    images = module.scenes[split].images
+    scenes = SceneCache(preset, seed=seed, root=root or None, **(sizes or {}))
+    ids, _ = scenes.split_labels(split)
+    images = scenes.scenes[split].images
     # Multispectral bands are in ESA order (B02 B03 B04 ...): bands 2, 1, 0 mimic true colour.
     channels = [2, 1, 0] if images.shape[1] >= 3 and preset != "rgb" else [0, 1, 2]
     position = {str(image_id): i for i, image_id in enumerate(ids)}
     return ArraySource(
-        module.name, module.class_names, list(position), lambda i: images[position[i]][channels]
+        scenes.name, scenes.class_names, list(position), lambda i: images[position[i]][channels]
     )

@@ -59,9 +59,10 @@ import torch.nn.functional as F
 from safetensors.numpy import load as st_load
 from torch.utils.data import DataLoader, Dataset
 
-from spml_rs.data.benv2 import BENv2Dataset, SplitIndex
+from spml_rs.data.benv2 import BENv2Dataset
 from spml_rs.data.benv2_bands import BAND_STATS, S2_BANDS_ALL, BandLayout
 from spml_rs.data.benv2_builder import S2_SIDES, s2_product
+from spml_rs.data.benv2_index import SplitIndex
 from spml_rs.data.benv2_lmdb import LazyLMDB, encode_value
 
 # rasterio (GDAL) is what TorchGeo's BigEarthNetV2 reads the band files with, so
@@ -284,7 +285,7 @@ def index_cost(metadata: Path) -> dict[str, float]:
     code = (
         "import time, json\n"
         "from pathlib import Path\n"
-        "from spml_rs.data.benv2 import read_split_index\n"
+        "from spml_rs.data.benv2_index import read_split_index\n"
         "def status(field):\n"
         "    line = next(l for l in open('/proc/self/status') if l.startswith(field))\n"
         "    return int(line.split()[1]) / 1024\n"

@@ -11,12 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from spml_rs.data.aid import (
-    AIDDataModule,
-    AIDFormatError,
-    carve_validation,
-    read_multilabel_csv,
-)
+from spml_rs.data.aid import AIDDataModule
+from spml_rs.data.aid_index import AIDFormatError, carve_validation, read_multilabel_csv
 from spml_rs.data.classes import AID17_CLASSES
 from spml_rs.label_files import LabelFileError
 
@@ -55,32 +51,32 @@ def test_comma_and_tab_copies_parse_alike() -> None:
 
 def test_corrected_file_preferred_then_fallback(copy: Path) -> None:
     corrected = module(copy)
-    assert corrected.label_csv().name == "multilabel_correct_final.csv"
+    assert corrected.index.label_csv().name == "multilabel_correct_final.csv"
     (copy / "multilabel_correct_final.csv").unlink()
     original = module(copy)
-    assert original.label_csv().name == "multilabel.csv"
-    ids, labels = original._split_labels("test")
+    assert original.index.label_csv().name == "multilabel.csv"
+    ids, labels = original.index.split_labels("test")
     assert np.flatnonzero(labels[ids.tolist().index("meadow_5")]).tolist() == [8, 10]
     explicit = module(copy, label_file="multilabel.csv")
-    assert explicit.label_csv() == copy / "multilabel.csv"
+    assert explicit.index.label_csv() == copy / "multilabel.csv"
     (copy / "multilabel.csv").unlink()
     with pytest.raises(FileNotFoundError, match=r"multilabel_correct_final\.csv"):
-        module(copy).label_csv()
+        module(copy).index.label_csv()
 
 
 # ------------------------------------------------------------------ splits
 def test_validation_carve_out_is_seeded_and_disjoint() -> None:
     first, again, other = module(), module(), module(val_seed=1)
-    train, val = first.splits["train"].ids, first.splits["val"].ids
+    train, val = first.index.split("train").ids, first.index.split("val").ids
     assert len(val) == round(0.20125 * NUM_TRAIN_FOLDER) == 5
     assert len(train) == NUM_TRAIN_FOLDER - 5
     assert not set(train) & set(val)
     on_disk = {p.stem for p in (FIXTURE / "images_tr").glob("*/*.jpg")}
     assert set(train) | set(val) == on_disk
-    assert again.splits["val"].ids.tolist() == val.tolist()
-    assert other.splits["val"].ids.tolist() != val.tolist()
-    assert len(module(val_size=3).splits["val"].ids) == 3
-    test_ids = set(first.splits["test"].ids)
+    assert again.index.split("val").ids.tolist() == val.tolist()
+    assert other.index.split("val").ids.tolist() != val.tolist()
+    assert len(module(val_size=3).index.split("val").ids) == 3
+    test_ids = set(first.index.split("test").ids)
     assert len(test_ids) == NUM_TEST and not test_ids & on_disk
 
 
@@ -95,7 +91,7 @@ def test_labels_follow_their_image_ids() -> None:
     by_id = dict(zip(ids.tolist(), labels, strict=True))
     dm = module()
     for split in ("train", "val", "test"):
-        split_ids, split_labels = dm._split_labels(split)
+        split_ids, split_labels = dm.index.split_labels(split)
         for image_id, row in zip(split_ids, split_labels, strict=True):
             np.testing.assert_array_equal(row, by_id[image_id])
 
@@ -106,7 +102,7 @@ def test_decode_and_normalize_shapes_and_values() -> None:
     dm.setup("fit")
     sample = dm.datasets["train"][0]
     assert sample["image"].dtype == torch.uint8 and sample["image"].shape == (3, 64, 64)
-    path = dm.splits["train"].paths[0]
+    path = dm.index.split("train").paths[0]
     expected = np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1)
     # Decoders may round differently across libjpeg builds; allow one grey level.
     assert np.abs(sample["image"].numpy().astype(int) - expected).max() <= 1
@@ -141,17 +137,17 @@ def test_worker_resizes_only_images_of_another_size(copy: Path) -> None:
 def test_manual_file_covers_official_train_folder() -> None:
     dm = module(label_mode="manual", label_path=str(FIXTURE / "single_positive_labels_manual.csv"))
     targets = dm.train_targets()
-    ids = dm.splits["train"].ids.tolist()
+    ids = dm.index.split("train").ids.tolist()
     assert targets.shape == (len(ids), 17)
     assert ((targets == 1).sum(axis=1) == 1).all() and ((targets == -1).sum(axis=1) == 16).all()
     # Humans may pick a wrong class; Manual keeps it (airport_3 is wrong in the fixture).
     row = ids.index("airport_3")
-    assert dm.splits["train"].labels[row, targets[row].argmax()] == 0
+    assert dm.index.split("train").labels[row, targets[row].argmax()] == 0
 
 
 def test_manual_file_over_carved_train_only(tmp_path: Path) -> None:
     dm = module()
-    train_ids = dm.splits["train"].ids.tolist()
+    train_ids = dm.index.split("train").ids.tolist()
     lines = (FIXTURE / "single_positive_labels_manual.csv").read_text().splitlines()
     kept = [lines[0]] + [line for line in lines[1:] if line.split(",")[0] in train_ids]
     path = tmp_path / "carved.csv"
@@ -181,7 +177,7 @@ def test_random_labels_are_true_and_seeded() -> None:
     first, again = module(label_mode="random"), module(label_mode="random")
     targets = first.train_targets()
     np.testing.assert_array_equal(targets, again.train_targets())
-    labels = first.splits["train"].labels
+    labels = first.index.split("train").labels
     assert (labels[targets == 1] == 1).all()
 
 
@@ -194,13 +190,13 @@ def test_dominant_is_a_clear_error() -> None:
 def test_missing_image_is_named(copy: Path) -> None:
     (copy / "images_test" / "Beach" / "beach_6.jpg").unlink()
     with pytest.raises(AIDFormatError, match=r"missing.*beach_6"):
-        _ = module(copy).splits
+        module(copy).index.split("train")
 
 
 def test_image_without_label_row_is_named(copy: Path) -> None:
     shutil.copy(copy / "images_tr" / "Port" / "port_1.jpg", copy / "images_tr" / "Port" / "x_9.jpg")
     with pytest.raises(AIDFormatError, match=r"no label row.*x_9"):
-        _ = module(copy).splits
+        module(copy).index.split("train")
 
 
 def test_corrupt_image_is_named(copy: Path) -> None:
@@ -219,7 +215,7 @@ def test_bad_header_names_file_and_column(copy: Path) -> None:
     with pytest.raises(
         AIDFormatError, match=r"multilabel_correct_final.csv.*column 1 is 'bare-soil'"
     ):
-        _ = module(copy).splits
+        module(copy).index.split("train")
 
 
 def test_non_binary_value_names_row(copy: Path) -> None:
@@ -228,7 +224,7 @@ def test_non_binary_value_names_row(copy: Path) -> None:
     lines[3] = lines[3].rsplit(",", 1)[0] + ",2"
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(AIDFormatError, match=r"'water' must hold 0 or 1.*airport_3"):
-        _ = module(copy).splits
+        module(copy).index.split("train")
 
 
 def test_unknown_class_in_manual_file(tmp_path: Path) -> None:
@@ -249,9 +245,9 @@ def test_manual_file_with_test_ids_is_rejected(tmp_path: Path) -> None:
 
 def test_empty_splits(copy: Path) -> None:
     with pytest.raises(AIDFormatError, match="val and train splits must both be non-empty"):
-        _ = module(val_fraction=0.0).splits
+        module(val_fraction=0.0).index.split("train")
     with pytest.raises(AIDFormatError, match="val and train splits must both be non-empty"):
-        _ = module(val_size=NUM_TRAIN_FOLDER).splits
+        module(val_size=NUM_TRAIN_FOLDER).index.split("train")
     for image in (copy / "images_test").glob("*/*.jpg"):
         image.unlink()
     csv = copy / "multilabel_correct_final.csv"
@@ -259,7 +255,7 @@ def test_empty_splits(copy: Path) -> None:
     lines = [line for line in lines if line.split(",")[0].rsplit("_", 1)[-1] not in ("5", "6")]
     csv.write_text("\n".join(lines) + "\n")
     with pytest.raises(AIDFormatError, match=r"test split is empty.*images_test"):
-        _ = module(copy).splits
+        module(copy).index.split("train")
 
 
 # ----------------------------------------------------------------- fixture

@@ -118,13 +118,13 @@ def test_splits_sorting_labels_and_snow_cloud() -> None:
     dm = datamodule()
     for split, name in (("train", "train"), ("val", "validation"), ("test", "test")):
         rows = sorted((r for r in table if r["split"] == name), key=lambda r: r["patch_id"])
-        ids, labels = dm._split_labels(split)
+        ids, labels = dm.index.split_labels(split)
         assert list(ids) == [r["patch_id"] for r in rows]
         names = [[BEN19_CLASSES[c] for c in np.flatnonzero(row)] for row in labels]
         assert [sorted(n) for n in names] == [sorted(r["labels"]) for r in rows]
     flagged = pq.read_table(FIXTURE / "metadata_for_patches_with_snow_cloud_or_shadow.parquet")
     extra = datamodule(include_snow_cloud=True)
-    train_extra = set(extra._split_labels("train")[0]) - set(dm._split_labels("train")[0])
+    train_extra = set(extra.index.split_labels("train")[0]) - set(dm.index.split_labels("train")[0])
     assert train_extra == {r["patch_id"] for r in flagged.to_pylist() if r["split"] == "train"}
     assert len(extra.datasets["train"]) == len(dm.datasets["train"]) + 1
 
@@ -146,7 +146,7 @@ def test_seed_layout_with_per_split_lmdbs(tmp_path: Path) -> None:
                 txn.put(str(patch_id).encode(), source.get(str(patch_id)))
         env.close()
     seed = datamodule(root)
-    assert seed.lmdb_path("val") == root / "val_BENv2.lmdb"
+    assert seed.index.lmdb_path("val") == root / "val_BENv2.lmdb"
     for split in ("train", "val", "test"):
         for i in range(len(full.datasets[split])):
             assert torch.equal(seed.datasets[split][i]["image"], full.datasets[split][i]["image"])

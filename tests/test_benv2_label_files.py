@@ -88,7 +88,7 @@ def test_unknown_class_name_and_wrong_split(tmp_path: Path) -> None:
 
 def test_seed_npy_layout_aligned_with_sorted_train_rows(tmp_path: Path) -> None:
     dm = BENv2DataModule(root=str(FIXTURE), label_mode="full")
-    ids, labels = dm._split_labels("train")
+    ids, labels = dm.index.split_labels("train")
     assert list(ids) == sorted(ids)
     first = labels.argmax(1)  # the lowest-index true label of each image
     np.save(tmp_path / "train_dominant_single_labels.npy", one_hot(first))

@@ -38,7 +38,9 @@ def label_file(mode: str, tmp_path: Path) -> str | None:
         assert prepare([*args, "--out", str(out)]) == 0
         return str(out)
     if mode == "manual":
-        ids, labels = BENv2DataModule(root=str(FIXTURE), label_mode="full")._split_labels("train")
+        ids, labels = BENv2DataModule(root=str(FIXTURE), label_mode="full").index.split_labels(
+            "train"
+        )
         out = tmp_path / "manual.csv"
         last = labels.shape[1] - 1 - np.argmax(labels[:, ::-1], axis=1)  # some human's choice
         write_single_positives(

@@ -21,7 +21,7 @@ AID_FIXTURE = Path(__file__).parent / "data" / "aid"
 
 
 def train_split(root: Path = FIXTURE) -> tuple[list[str], np.ndarray]:
-    ids, labels = BENv2DataModule(root=str(root), label_mode="full")._split_labels("train")
+    ids, labels = BENv2DataModule(root=str(root), label_mode="full").index.split_labels("train")
     return list(ids), labels
 
 
@@ -112,14 +112,17 @@ def test_dominant_on_aid_is_a_clear_error(tmp_path: Path, capsys) -> None:  # ty
 
 def test_random_labels_for_aid(tmp_path: Path) -> None:
     from spml_rs.data.aid import AIDDataModule
+    from spml_rs.data.classes import AID17_CLASSES
 
     out = tmp_path / "aid.csv"
     assert (
         main(labels_cmd(out, "--mode", "random", "--seed", "0", dataset="aid", root=AID_FIXTURE))
         == 0
     )
-    ids, labels = AIDDataModule(root=str(AID_FIXTURE), label_mode="full")._split_labels("train")
-    got = read_single_positives(out, list(ids), AIDDataModule.class_names)
+    ids, labels = AIDDataModule(root=str(AID_FIXTURE), label_mode="full").index.split_labels(
+        "train"
+    )
+    got = read_single_positives(out, list(ids), AID17_CLASSES)
     np.testing.assert_array_equal(got, spl.random_positives(labels, 0))
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from spml_rs.data.synthetic import PRESETS, SyntheticDataModule, generate_split, load_or_generate
+from spml_rs.data.synthetic import SyntheticDataModule
+from spml_rs.data.synthetic_scenes import PRESETS, generate_split, load_or_generate
 
 SMALL = replace(PRESETS["multispectral"], num_train=400, num_val=50, num_test=50)
 
@@ -108,7 +109,7 @@ def test_partly_labelled_split_is_an_error_or_dropped(tmp_path: Path) -> None:
     reference = SyntheticDataModule(
         num_train=60, num_val=10, num_test=10, root=str(tmp_path), label_mode="full"
     )
-    ids, labels = reference._split_labels("train")
+    ids, labels = reference.index.split_labels("train")
     path = tmp_path / "half.csv"
     write_single_positives(path, list(ids[::2]), labels[::2].argmax(axis=1), reference.class_names)
 

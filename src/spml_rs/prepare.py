@@ -6,7 +6,9 @@
   image id (parquet or CSV), optionally also in the seed's ``.npy`` layout:
   ``random`` (seeded uniform draw among each image's labels) or ``dominant``
   (reBEN: the class covering most reference-map pixels, checked against the
-  metadata labels).
+  metadata labels). The dataset comes from the packaged configs (``dataset=<name>``
+  and any ``key=value`` overrides, as in training), so the train split is exactly
+  the one a run trains on.
 
 Exit status: 0 on success, 1 when some input failed (listed), 2 on usage errors.
 """
@@ -14,12 +16,17 @@ Exit status: 0 on success, 1 when some input failed (listed), 2 on usage errors.
 from __future__ import annotations
 
 import argparse
-import importlib
+import functools
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from hydra.utils import get_class
+from omegaconf import DictConfig, open_dict
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -27,14 +34,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from spml_rs import labels as spl
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.data.benv2_builder import build_lmdb, discover
+from spml_rs.data.index import ClassAreas, DatasetIndex
 from spml_rs.fileio import atomic_write_bytes
 from spml_rs.label_files import write_single_positives
 
-#: dataset name -> datamodule class (import path), built with ``root=`` and a label mode.
-DATAMODULES = {
-    "benv2": "spml_rs.data.benv2:BENv2DataModule",
-    "aid": "spml_rs.data.aid:AIDDataModule",
-}
+CONFIG_MODULE = "spml_rs.configs"
 MAX_LISTED = 50
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: messages stay greppable
 
@@ -85,35 +89,56 @@ def _report_failures(failures: list[tuple[str, str]], listing: Path) -> None:
 
 
 # ----------------------------------------------------------------- spml-labels
-def build_datamodule(
-    dataset: str, mode: str, root: Path, extra: Mapping[str, object]
-) -> SPMLDataModule:
-    module_name, class_name = DATAMODULES[dataset].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    # Built with full labels: the file made here is what the single-positive modes read later.
-    datamodule: SPMLDataModule = cls(root=str(root), label_mode="full", **extra)
-    if mode not in datamodule.supported_label_modes:
-        raise ValueError(
-            f"label_mode={mode!r} is not available for dataset {datamodule.name!r}. "
-            f"{datamodule.unsupported_mode_hint(mode)}"
+@functools.cache
+def file_datasets() -> tuple[str, ...]:
+    """Options of the ``dataset`` config group whose index reads files (not generated scenes)."""
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        options = GlobalHydra.instance().config_loader().get_group_options("dataset")
+        return tuple(
+            name
+            for name in options
+            if index_class(compose(overrides=[f"+dataset={name}"]).dataset.datamodule).reads_files
         )
-    return datamodule
+
+
+def index_class(datamodule: DictConfig) -> type[DatasetIndex]:
+    """The index class of a ``dataset.datamodule`` config (from its ``_target_``)."""
+    target = get_class(datamodule._target_)
+    if not issubclass(target, SPMLDataModule):
+        raise TypeError(f"dataset.datamodule._target_ {datamodule._target_} is no SPMLDataModule")
+    return target.index_class
+
+
+def build_index(dataset: str, root: Path, overrides: Sequence[str] = ()) -> DatasetIndex:
+    """The index ``dataset=<dataset> dataset.datamodule.root=<root> [overrides]`` trains on.
+
+    Composed from the packaged configs as training composes them; only the keys that
+    name the index's parameters are read (no datamodule, no label mode is built).
+    """
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"dataset={dataset}", *overrides])
+    datamodule = cfg.dataset.datamodule
+    with open_dict(datamodule):
+        datamodule.root = str(root)  # set, not an override string: any path is a valid value
+    return index_class(datamodule).from_config(datamodule)
 
 
 def dominant_from_maps(
-    datamodule: SPMLDataModule, ids: np.ndarray, labels: np.ndarray, args: argparse.Namespace
+    index: DatasetIndex, ids: np.ndarray, labels: np.ndarray, args: argparse.Namespace
 ) -> np.ndarray | None:
     """Dominant class per image; None (after reporting) when it disagrees with the labels."""
+    if not isinstance(index, ClassAreas):
+        raise ValueError(f"dataset {index.name!r} has no pixel masks to find dominant classes in")
     with _progress() as progress:
         task = progress.add_task("reading reference maps", total=len(ids))
-        counts = datamodule.class_pixel_counts(  # type: ignore[attr-defined]
+        counts = index.class_pixel_counts(
             "train", args.reference_maps, progress=lambda n: progress.advance(task, n)
         )
     positives = spl.dominant_positives(counts)
     bad = np.flatnonzero(labels[np.arange(len(ids)), positives] == 0)
     if not bad.size:
         return positives
-    names = datamodule.class_names
+    names = index.class_names
     console.print(
         f"[yellow]{bad.size} image(s): the dominant class is not a metadata label[/yellow]"
     )
@@ -128,23 +153,24 @@ def dominant_from_maps(
 
 
 def cmd_spml_labels(args: argparse.Namespace) -> int:
-    extra = {"include_snow_cloud": True} if args.include_snow_cloud else {}
-    datamodule = build_datamodule(args.dataset, args.mode, args.root, extra)
-    ids, labels = datamodule._split_labels("train")
+    snow_cloud = ["dataset.datamodule.include_snow_cloud=true"] if args.include_snow_cloud else []
+    index = build_index(args.dataset, args.root, [*snow_cloud, *args.overrides])
+    index.check_label_mode(args.mode)
+    ids, labels = index.split_labels("train")
     if args.mode == "random":
         positives = spl.random_positives(labels, args.seed)
     else:
-        found = dominant_from_maps(datamodule, ids, labels, args)
+        found = dominant_from_maps(index, ids, labels, args)
         if found is None:
             return 1
         positives = found
     spl.check_positives_are_true(positives, labels, list(ids))
-    write_single_positives(args.out, list(map(str, ids)), positives, datamodule.class_names)
+    write_single_positives(args.out, list(map(str, ids)), positives, index.class_names)
     console.print(f"{args.out}: {len(ids)} {args.mode} single positives ({args.dataset} train)")
     if args.npy:
         npy = args.out.with_suffix(".npy")
         array = positives if args.npy == "indices" else spl.single_positive_targets(
-            positives, len(datamodule.class_names)
+            positives, len(index.class_names)
         ).clip(0).astype(np.uint8)  # fmt: skip
         _save_npy(npy, array)
         console.print(f"{npy}: {args.npy} layout {array.shape}, rows aligned with the train split")
@@ -180,7 +206,8 @@ def parser() -> argparse.ArgumentParser:
     lmdb.set_defaults(func=cmd_benv2_lmdb)
 
     labels = commands.add_parser("spml-labels", help="single-positive labels of the train split")
-    labels.add_argument("--dataset", choices=sorted(DATAMODULES), required=True)
+    labels.add_argument("--dataset", choices=file_datasets(), required=True,
+                        help="a dataset config (dataset=<name>)")  # fmt: skip
     labels.add_argument("--mode", choices=("random", "dominant"), required=True)
     labels.add_argument("--seed", type=int, default=0, help="seed of the Random draw")
     labels.add_argument("--out", type=Path, required=True, help="output .parquet or .csv")
@@ -193,6 +220,9 @@ def parser() -> argparse.ArgumentParser:
                         help="reBEN: include snow/cloud/shadow patches in the train split")  # fmt: skip
     labels.add_argument("--npy", nargs="?", const="indices", choices=("indices", "onehot"),
                         help="also write <out>.npy: (N,) class indices or (N, C) one-hot")  # fmt: skip
+    labels.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="overrides of the dataset config as in training, e.g. "
+                        "dataset.datamodule.lmdb_name=BigEarthNet-V2-LMDB")  # fmt: skip
     labels.set_defaults(func=cmd_spml_labels)
     return main
 
@@ -201,9 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (FileNotFoundError, ValueError, KeyError) as error:
+    except (FileNotFoundError, ValueError, KeyError, HydraException) as error:
         console.print(f"[red]error:[/red] {escape(str(error))}")
-        return 2 if isinstance(error, FileNotFoundError) else 1
+        return 2 if isinstance(error, (FileNotFoundError, HydraException)) else 1
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def _label_file(make_cfg, dataset: str, mode: str, tmp_path: Path) -> list[str]:
         reference = builders.build_datamodule(
             make_cfg(*DATASET_TINY[dataset], "label_mode=full", tiny=False)
         )
-        ids, labels = reference._split_labels("train")
+        ids, labels = reference.index.split_labels("train")
         path = tmp_path / f"{mode}.csv"
         write_single_positives(path, list(ids), labels.argmax(axis=1), reference.class_names)
         return [f"label_mode.path={path}"]

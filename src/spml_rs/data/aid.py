@@ -1,30 +1,14 @@
-"""AID-multilabel (``dataset=aid``): 3,000 aerial RGB JPEGs, 17 classes.
+"""AID-multilabel datamodule: ``dataset=aid`` (``docs/datasets_aid.md``).
 
-Hua, Mou, Zhu, "Relation Network for Multi-label Aerial Image Classification",
-IEEE TGRS 2020. Layout (``docs/datasets_aid.md``)::
-
-    root/images_tr/<Scene>/<scene>_<n>.jpg      official train split (2,400)
-    root/images_test/<Scene>/<scene>_<n>.jpg    official test split (600)
-    root/multilabel_correct_final.csv           labels (AdaGC's corrected copy)
-
-The label CSV has the id column ``IMAGE\\LABEL`` (file name without extension)
-and 17 binary columns in the pinned order :data:`AID17_CLASSES`; its delimiter
-(comma or tab) is sniffed. Validation images are a seeded carve-out of the
-official train folder (483 of 2,400 by default, the size of aitlas-arena's
-1,917 / 483 / 600 split).
-
-Workers only decode JPEGs to uint8 (B, 3, H, W); resizing to ``image_size``
+The files (label CSV, image folders, validation carve-out) are :class:`AIDIndex`'s.
+Workers only decode images to uint8 (B, 3, H, W); resizing to ``image_size``
 (bilinear, antialiased) and ImageNet normalisation run batched on the device in
-:meth:`AIDDataModule.normalize`. AID has no pixel masks, so there is no
-Dominant setting.
+:meth:`AIDDataModule.normalize`.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,114 +17,18 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2.functional import resize
 
-from spml_rs import labels as spl
-from spml_rs.data.base import SplitDataset, SPMLDataModule
-from spml_rs.data.classes import AID17_CLASSES
-from spml_rs.label_files import ID_COLUMNS, read_single_positives, read_table
+from spml_rs.data.aid_index import AIDFormatError, AIDIndex, AIDSplit
+from spml_rs.data.base import SPMLDataModule
+from spml_rs.data.splits import SplitDataset
 
-ID_COLUMN = "IMAGE\\LABEL"
-CORRECTED_LABEL_FILE = "multilabel_correct_final.csv"
-SPLIT_FOLDERS = {"train": "images_tr", "test": "images_test"}
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from spml_rs.data.base import DataModuleOptions
+
 #: ImageNet statistics on the 0-255 scale (images stay uint8 until the device).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-
-
-class AIDFormatError(ValueError):
-    """The AID folder or its label CSV does not have the expected layout."""
-
-
-def read_multilabel_csv(
-    path: str | Path, class_names: Sequence[str] = AID17_CLASSES
-) -> tuple[np.ndarray, np.ndarray]:
-    """Parse an AID-multilabel CSV (comma or tab separated).
-
-    Returns:
-        (N,) image ids (str) and (N, C) uint8 labels, in file order.
-    """
-    table = read_table(path)
-    found = [name.strip() for name in table.column_names]
-    expected = [ID_COLUMN, *class_names]
-    if found != expected:
-        first = next(
-            (i for i, (a, b) in enumerate(zip(found, expected, strict=False)) if a != b), None
-        )
-        where = (
-            ""
-            if first is None
-            else f"(column {first} is {found[first]!r}, expected {expected[first]!r})"
-        )
-        raise AIDFormatError(
-            f"{path}: expected the header {ID_COLUMN!r} followed by the {len(class_names)} "
-            f"classes {list(class_names)} in this order; found {len(found)} column(s) "
-            f"{found} {where}".rstrip()
-        )
-    ids = np.array([str(v).strip() for v in table.column(0).to_pylist()])
-    duplicated = sorted(i for i, n in Counter(ids.tolist()).items() if n > 1)
-    if duplicated:
-        raise AIDFormatError(f"{path}: duplicated image id(s) {duplicated[:10]}")
-    columns = [
-        _binary_column(path, table.column(k).to_pylist(), found[k], ids)
-        for k in range(1, len(found))
-    ]
-    return ids, np.stack(columns, axis=1)
-
-
-def _binary_column(
-    path: str | Path, values: list[object], name: str, ids: np.ndarray
-) -> np.ndarray:
-    bad = [i for i, v in enumerate(values) if str(v).strip() not in ("0", "1")]
-    if bad:
-        rows = ", ".join(f"{ids[i]}={values[i]!r}" for i in bad[:5])
-        raise AIDFormatError(f"{path}: column {name!r} must hold 0 or 1; bad row(s): {rows}")
-    return np.array([str(v).strip() == "1" for v in values], dtype=np.uint8)
-
-
-def scan_images(folder: Path) -> dict[str, Path]:
-    """``{image id: path}`` of every image under ``folder/<Scene>/``, sorted by id."""
-    if not folder.is_dir():
-        raise AIDFormatError(f"AID: image folder not found: {folder}")
-    found: dict[str, Path] = {}
-    duplicated: list[str] = []
-    for path in sorted(folder.glob("*/*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            continue
-        if path.stem in found:
-            duplicated.append(f"{found[path.stem]} / {path}")
-        found[path.stem] = path
-    if duplicated:
-        raise AIDFormatError(f"AID: image id(s) appear twice: {duplicated[:5]}")
-    return dict(sorted(found.items()))
-
-
-def carve_validation(
-    num_images: int, val_fraction: float, val_size: int | None, seed: int
-) -> np.ndarray:
-    """Boolean (N,) mask of the validation rows drawn from the official train split.
-
-    ``val_size`` (a count) wins over ``val_fraction``; the draw is a seeded
-    permutation, so the carve-out depends only on (N, size, seed).
-    """
-    count = val_size if val_size is not None else round(val_fraction * num_images)
-    if not 0 < count < num_images:
-        raise AIDFormatError(
-            f"AID: the validation carve-out (val_size={val_size}, val_fraction={val_fraction}) "
-            f"gives {count} of {num_images} train image(s); the val and train splits must both "
-            "be non-empty"
-        )
-    mask = np.zeros(num_images, dtype=bool)
-    mask[np.random.default_rng(seed).permutation(num_images)[:count]] = True
-    return mask
-
-
-@dataclass(frozen=True)
-class AIDSplit:
-    """Ids, (N, C) labels and image paths of one split."""
-
-    ids: np.ndarray
-    labels: np.ndarray
-    paths: tuple[str, ...]
 
 
 class AIDImages(SplitDataset):
@@ -182,30 +70,20 @@ def decode(path: str) -> torch.Tensor:
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
-class AIDDataModule(SPMLDataModule):
+class AIDDataModule(SPMLDataModule[AIDIndex]):
     """AID-multilabel with Full, Random and Manual single-positive settings.
 
     Args:
-        root: folder holding ``images_tr/``, ``images_test/`` and the label CSV.
-        label_file: label CSV, relative to ``root`` or absolute. None: the corrected
-            ``multilabel_correct_final.csv`` when present, else ``fallback_label_file``.
-        fallback_label_file: used when ``label_file`` is None and the corrected copy
-            is absent (the original release's ``multilabel.csv``).
-        val_fraction: share of the official train images carved out for validation;
-            the default 0.20125 gives 483 of 2,400 (1,917 / 483 / 600 overall).
-        val_size: number of validation images; overrides ``val_fraction``.
-        val_seed: seed of the carve-out (kept apart from the run seed, so runs with
-            different seeds validate on the same images).
+        root, label_file, fallback_label_file, val_fraction, val_size, val_seed: the
+            files and the validation carve-out, see :class:`AIDIndex`.
         image_size: side of the square the device resizes batches to (bilinear,
             antialiased); None keeps the decoded size.
         decode_size: side of the square images leave the workers with; None means
             the native size (resizing in workers only happens if sizes differ).
-        **kwargs: see :class:`SPMLDataModule`.
+        **options: label mode and loader settings, see :class:`SPMLDataModule`.
     """
 
-    name = "aid"
-    class_names = AID17_CLASSES
-    supported_label_modes = ("full", "random", "manual")
+    index_class = AIDIndex
 
     def __init__(
         self,
@@ -218,116 +96,34 @@ class AIDDataModule(SPMLDataModule):
         val_seed: int = 0,
         image_size: int | None = 224,
         decode_size: int | None = None,
-        **kwargs: object,
+        **options: Unpack[DataModuleOptions],
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.root = Path(root)
-        self.label_file = label_file
-        self.fallback_label_file = fallback_label_file
-        self.val_fraction = val_fraction
-        self.val_size = val_size
-        self.val_seed = val_seed
+        index = AIDIndex(
+            root,
+            label_file=label_file,
+            fallback_label_file=fallback_label_file,
+            val_fraction=val_fraction,
+            val_size=val_size,
+            val_seed=val_seed,
+        )
+        super().__init__(index, **options)
         self.image_size = image_size
         self.decode_size = decode_size
-        self._splits: dict[str, AIDSplit] | None = None
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def unsupported_mode_hint(self, mode: str) -> str:
-        return (
-            "AID-multilabel has no pixel masks, so no class can be called dominant; use "
-            "label_mode=random or label_mode=manual (human single positives)."
-        )
 
     @property
     def in_chans(self) -> int:
         return 3
 
-    # ----------------------------------------------------------------- index
-    def label_csv(self) -> Path:
-        """The label CSV in use (see ``label_file``)."""
-        if self.label_file is not None:
-            path = Path(self.label_file)
-            path = path if path.is_absolute() else self.root / path
-            if not path.is_file():
-                raise FileNotFoundError(f"AID: label file not found: {path}")
-            return path
-        for name in (CORRECTED_LABEL_FILE, self.fallback_label_file):
-            if (self.root / name).is_file():
-                return self.root / name
-        raise FileNotFoundError(
-            f"AID: no label CSV in {self.root}: expected {CORRECTED_LABEL_FILE} or "
-            f"{self.fallback_label_file} (or set dataset.datamodule.label_file)"
-        )
-
-    @property
-    def splits(self) -> dict[str, AIDSplit]:
-        """train / val / test, built once from the folders and the CSV."""
-        if self._splits is None:
-            self._splits = self._index()
-        return self._splits
-
-    def _index(self) -> dict[str, AIDSplit]:
-        csv_path = self.label_csv()
-        ids, labels = read_multilabel_csv(csv_path, self.class_names)
-        row = {image_id: i for i, image_id in enumerate(ids)}
-        images = {split: scan_images(self.root / f) for split, f in SPLIT_FOLDERS.items()}
-        _check_coverage(csv_path, row, images)
-
-        def subset(paths: dict[str, Path], keep: np.ndarray | None = None) -> AIDSplit:
-            names = np.array(list(paths), dtype=str)
-            names = names if keep is None else names[keep]
-            rows = np.array([row[n] for n in names], dtype=np.int64)
-            return AIDSplit(names, labels[rows], tuple(str(paths[n]) for n in names))
-
-        train = images["train"]
-        val = carve_validation(len(train), self.val_fraction, self.val_size, self.val_seed)
-        return {
-            "train": subset(train, ~val),
-            "val": subset(train, val),
-            "test": subset(images["test"]),
-        }
-
-    def _split_labels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        return self.splits[split].ids, self.splits[split].labels
-
-    def train_targets(self) -> np.ndarray:
-        """As the base, but a label file may also hold rows of the val carve-out.
-
-        Single-positive files (the AdaGC release's, or ours) may cover the whole
-        official train folder; the rows of images carved out for validation are
-        ignored, so one file serves every carve-out.
-        """
-        if (
-            not self.label_path
-            or self.label_mode == "full"
-            or Path(self.label_path).suffix == ".npy"
-        ):
-            return super().train_targets()  # .npy files have no ids: aligned with "train"
-        ids, labels = self._split_labels("train")
-        table = read_table(self.label_path)
-        id_column = next((c for c in ID_COLUMNS if c in table.column_names), None)
-        listed = {str(v) for v in table.column(id_column).to_pylist()} if id_column else set()
-        extra = [i for i in self.splits["val"].ids.tolist() if i in listed]
-        positives = read_single_positives(
-            self.label_path,
-            [*ids, *extra],
-            self.class_names,
-            allow_missing=self.unlabelled == "drop",
-        )
-        positives = positives[: len(ids)]
-        if self.label_mode != "manual":
-            spl.check_positives_are_true(positives, labels, list(ids))
-        return spl.single_positive_targets(positives, len(self.class_names))
+    def prepare_data(self) -> None:
+        # Validate the folder once, in the main process, before any worker starts.
+        self.index.split("train")
 
     def _build_split(self, split: str, targets: np.ndarray | None) -> SplitDataset:
-        data = self.splits[split]
+        data = self.index.split(split)
         observed = data.labels.astype(np.int8) if targets is None else targets
         size = None if self.decode_size is None else (self.decode_size, self.decode_size)
         return AIDImages(data, observed, size)
-
-    def prepare_data(self) -> None:
-        # Validate the folder once, in the main process, before any worker starts.
-        _ = self.splits
 
     # ------------------------------------------------------------ on device
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
@@ -349,28 +145,3 @@ class AIDDataModule(SPMLDataModule):
                 torch.tensor(IMAGENET_STD, device=device).view(shape),
             )
         return self._stats
-
-
-def _check_coverage(
-    csv_path: Path, rows: dict[str, int], images: dict[str, dict[str, Path]]
-) -> None:
-    """Every image needs a CSV row, every CSV row an image, no id in both splits."""
-    for split, found in images.items():
-        if not found:
-            folder = csv_path.parent / SPLIT_FOLDERS[split]
-            raise AIDFormatError(f"AID: the {split} split is empty: no images in {folder}/<Scene>/")
-    both = sorted(set(images["train"]) & set(images["test"]))
-    if both:
-        raise AIDFormatError(f"AID: id(s) in both images_tr and images_test: {both[:10]}")
-    on_disk = set(images["train"]) | set(images["test"])
-    unlabelled = sorted(on_disk - set(rows))
-    if unlabelled:
-        raise AIDFormatError(
-            f"{csv_path}: no label row for {len(unlabelled)} image(s) on disk: {unlabelled[:10]}"
-        )
-    missing = sorted(set(rows) - on_disk)
-    if missing:
-        raise AIDFormatError(
-            f"AID: {len(missing)} image(s) listed in {csv_path} are missing under "
-            f"{csv_path.parent}/{{images_tr,images_test}}/<Scene>/: {missing[:10]}"
-        )

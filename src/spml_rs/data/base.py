@@ -1,120 +1,67 @@
-"""Shared data layer: the sample contract, split datasets and the datamodule base.
+"""The datamodule base: label modes, splits to loaders, device-side preprocessing.
 
-A sample is a dict (``docs/design.md``):
-
-* ``image``  -- the raw array as stored (uint8/uint16/float), cast on the device;
-* ``target`` -- int8 (C,): 1 observed positive, 0 observed negative, -1 unknown;
-* ``label``  -- uint8 (C,) full ground truth (evaluation and diagnostics only);
-* ``index``  -- int64 position in its split, for per-sample method state.
-
-CPU workers only read and decode. Casting, resampling, normalisation and
-augmentation run batched on the device in :meth:`SPMLDataModule.on_after_batch_transfer`.
+A datamodule receives a :class:`~spml_rs.data.index.DatasetIndex` (what the
+files say: ids, full labels, class names) and turns it into training targets
+(``label_mode``), :class:`~spml_rs.data.splits.SplitDataset` loaders and
+batched, on-device normalisation and augmentation
+(:meth:`SPMLDataModule.on_after_batch_transfer`). The sample contract is in
+:mod:`spml_rs.data.splits`.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+import difflib
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
 from spml_rs import labels as spl
+from spml_rs.data.index import SPLITS, DatasetIndex
+from spml_rs.data.splits import EpochSeededSampler, SplitDataset, SplitSubset
 from spml_rs.dataset_info import DatasetInfo
-from spml_rs.label_files import read_single_positives
+from spml_rs.label_files import ID_COLUMNS, read_single_positives, read_table
 
-SPLITS = ("train", "val", "test")
 VAL_LABEL_MODES = ("full", "single")
+UNLABELLED = ("error", "drop")
+
+IndexT = TypeVar("IndexT", bound=DatasetIndex)
 
 
-class SplitDataset(Dataset[dict[str, Any]], abc.ABC):
-    """One split: full labels, observed targets and an image reader.
+class DataModuleOptions(TypedDict, total=False):
+    """The keyword arguments every datamodule passes on to :class:`SPMLDataModule`.
 
-    Subclasses implement :meth:`read_image` (the only per-dataset I/O). Labels and
-    targets are dense numpy arrays, never per-row Python objects.
+    Datamodules take them as ``**options: Unpack[DataModuleOptions]``, so mypy checks
+    them; their meaning and defaults are in :class:`SPMLDataModule`.
     """
 
-    def __init__(
-        self, image_ids: Sequence[str] | np.ndarray, labels: np.ndarray, targets: np.ndarray
-    ) -> None:
-        if len(image_ids) == 0:
-            raise ValueError(f"{type(self).__name__}: the split is empty")
-        if labels.shape != targets.shape or labels.shape[0] != len(image_ids):
-            raise ValueError(
-                f"labels {labels.shape}, targets {targets.shape} and {len(image_ids)} ids disagree"
-            )
-        self.image_ids = np.asarray(image_ids)
-        self.labels = np.ascontiguousarray(labels, dtype=np.uint8)
-        self.targets = np.ascontiguousarray(targets, dtype=np.int8)
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    @abc.abstractmethod
-    def read_image(self, index: int) -> np.ndarray:
-        """Return the raw image (channels first) of row ``index``."""
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(self.read_image(index))),
-            "target": torch.from_numpy(self.targets[index]),
-            "label": torch.from_numpy(self.labels[index]),
-            "index": index,
-        }
+    label_mode: str
+    label_seed: int
+    label_path: str | None
+    batch_size: int
+    eval_batch_size: int | None
+    num_workers: int
+    pin_memory: bool
+    augment: bool
+    sampler_seed: int
+    val_label_mode: str
+    unlabelled: str
 
 
-class SplitSubset(SplitDataset):
-    """The rows ``rows`` of a split; samples keep their ``index`` in the full split."""
-
-    def __init__(self, dataset: SplitDataset, rows: np.ndarray) -> None:
-        super().__init__(dataset.image_ids[rows], dataset.labels[rows], dataset.targets[rows])
-        self.dataset = dataset
-        self.rows = np.asarray(rows)
-
-    def read_image(self, index: int) -> np.ndarray:
-        return self.dataset.read_image(int(self.rows[index]))
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.dataset[int(self.rows[index])]
-
-
-class EpochSeededSampler(Sampler[int]):
-    """Random permutation that depends only on ``(seed, epoch)``.
-
-    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a
-    checkpoint sees exactly the order an uninterrupted run would have seen.
-    Under DDP Lightning swaps in a ``DistributedSampler``, which behaves alike.
-    """
-
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        yield from torch.randperm(self.num_samples, generator=generator).tolist()
-
-
-class SPMLDataModule(L.LightningDataModule, abc.ABC):
+class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
     """Splits, label modes, batching and device-side preprocessing.
 
-    Subclasses describe a dataset through :meth:`_load_split` (ids, labels, reader)
-    and :meth:`normalize`; the base turns the train split's labels into observed
-    targets according to ``label_mode``.
+    Subclasses build their dataset's index, pass it here with the options below,
+    and implement :meth:`_build_split` (a split's reader) and :meth:`normalize`.
 
     Args:
+        index: the dataset's ids, labels and class names.
         label_mode: one of ``full``, ``random``, ``dominant``, ``manual``.
         label_seed: seed of the Random draw.
         label_path: single-positive file (required for ``manual``; optional for
@@ -122,24 +69,24 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC):
         batch_size: training batch size per process.
         eval_batch_size: batch size of validation and test (default: 2x training).
         num_workers: DataLoader workers per process.
+        pin_memory: DataLoader ``pin_memory``.
         augment: random flips and 90-degree rotations of training batches, on device.
         sampler_seed: seed of the training order (the run seed by default).
-        unlabelled: what to do with training images a label file does not cover
-            (a partly annotated split): ``error`` (default) or ``drop`` them.
         val_label_mode: ``full`` validates against the full labels; ``single`` against one
             random true positive per validation image, the other classes counted as
             negatives: what an SPML user can observe, for tuning with noisy labels
             (``docs/experiments.md``). Test always uses the full labels.
+        unlabelled: what to do with training images a label file does not cover
+            (a partly annotated split): ``error`` (default) or ``drop`` them.
+        unexpected: catches misspelled keys, only to name them with the real parameters.
     """
 
-    name: str = "base"
-    class_names: tuple[str, ...] = ()
-    supported_label_modes: tuple[str, ...] = spl.LABEL_MODES
-    #: whether :meth:`dominant_positives` can derive Dominant labels without a file
-    derives_dominant: bool = False
+    #: the index class, built by ``prepare`` from this datamodule's config alone
+    index_class: ClassVar[type[DatasetIndex]]
 
     def __init__(
         self,
+        index: IndexT,
         *,
         label_mode: str = "random",
         label_seed: int = 0,
@@ -152,9 +99,17 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC):
         sampler_seed: int = 0,
         val_label_mode: str = "full",
         unlabelled: str = "error",
+        **unexpected: object,
     ) -> None:
+        if unexpected:
+            raise TypeError(unknown_parameters_message(type(self), sorted(unexpected)))
         super().__init__()
-        self._check_label_mode(label_mode, label_path)
+        self.index: IndexT = index
+        self.name: str = index.name
+        self.class_names: tuple[str, ...] = index.class_names
+        _check_label_mode(index, label_mode, label_path)
+        _check_choice("val_label_mode", val_label_mode, VAL_LABEL_MODES)
+        _check_choice("unlabelled", unlabelled, UNLABELLED)
         self.label_mode = label_mode
         self.label_seed = label_seed
         self.label_path = label_path
@@ -164,36 +119,9 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC):
         self.pin_memory = pin_memory
         self.augment = augment
         self.sampler_seed = sampler_seed
-        if val_label_mode not in VAL_LABEL_MODES:
-            raise ValueError(
-                f"val_label_mode must be one of {VAL_LABEL_MODES}, got {val_label_mode!r}"
-            )
         self.val_label_mode = val_label_mode
-        if unlabelled not in ("error", "drop"):
-            raise ValueError(f"unlabelled must be 'error' or 'drop', got {unlabelled!r}")
         self.unlabelled = unlabelled
         self.datasets: dict[str, SplitDataset] = {}
-
-    # ----------------------------------------------------------------- checks
-    def _check_label_mode(self, mode: str, path: str | None) -> None:
-        if mode not in spl.LABEL_MODES:
-            raise ValueError(f"label_mode must be one of {spl.LABEL_MODES}, got {mode!r}")
-        if mode not in self.supported_label_modes:
-            raise ValueError(
-                f"label_mode={mode!r} is not available for dataset {self.name!r} "
-                f"(supported: {list(self.supported_label_modes)}). {self.unsupported_mode_hint(mode)}"
-            )
-        if mode == "dominant" and not path and not self.derives_dominant:
-            raise ValueError(self._dominant_needs_file())
-        if mode == "manual" and not path:
-            raise ValueError(
-                "label_mode=manual needs a label file: set label_mode.path=/path/to/labels.csv "
-                "(written by the annotator or in our single-positive format)"
-            )
-
-    def unsupported_mode_hint(self, mode: str) -> str:
-        """Extra sentence for the error raised when a dataset cannot serve ``mode``."""
-        return ""
 
     # --------------------------------------------------------- dataset hooks
     @property
@@ -206,47 +134,50 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC):
         """Build the dataset of ``split``; ``targets`` None means observed = full labels."""
 
     @abc.abstractmethod
-    def _split_labels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(image ids, (N, C) full labels) of ``split``, cheap enough to call before setup."""
-
-    def dominant_positives(self, image_ids: np.ndarray) -> np.ndarray:
-        """Dominant class per training image when no label file is given."""
-        raise ValueError(self._dominant_needs_file())
-
-    def _dominant_needs_file(self) -> str:
-        return (
-            f"label_mode=dominant on dataset {self.name!r} needs a label file: generate it with "
-            "`python -m spml_rs.prepare spml-labels --mode dominant ...` and set label_mode.path"
-        )
-
-    @abc.abstractmethod
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """Device-side: raw batch (B, ...) -> float (B, in_chans, H, W), normalised."""
 
     # ----------------------------------------------------------- label modes
     def train_targets(self) -> np.ndarray:
         """Observed targets of the training split under ``label_mode``."""
-        image_ids, labels = self._split_labels("train")
+        image_ids, labels = self.index.split_labels("train")
         if self.label_mode == "full":
             return spl.full_targets(labels)
         if self.label_path:
-            positives = read_single_positives(
-                self.label_path,
-                list(image_ids),
-                self.class_names,
-                allow_missing=self.unlabelled == "drop",
-            )
+            positives = self._file_positives(image_ids)
         elif self.label_mode == "random":
             positives = spl.random_positives(labels, self.label_seed)
         else:  # dominant without a file; manual always has one (checked in __init__)
-            positives = self.dominant_positives(image_ids)
+            positives = self.index.dominant_positives("train")
         if self.label_mode != "manual":
             # Random and Dominant must pick true labels; humans may be wrong.
             spl.check_positives_are_true(positives, labels, list(image_ids))
         return spl.single_positive_targets(positives, len(self.class_names))
 
+    def _file_positives(self, image_ids: np.ndarray) -> np.ndarray:
+        """(N,) positives of ``label_path`` aligned with the train ids.
+
+        Rows of the index's :meth:`~DatasetIndex.also_labelled` ids are read and
+        dropped; a ``.npy`` file has no ids and is aligned with the split.
+        """
+        assert self.label_path is not None
+        extra: list[str] = []
+        also = self.index.also_labelled("train")
+        if len(also) and Path(self.label_path).suffix != ".npy":
+            table = read_table(self.label_path)
+            column = next((c for c in ID_COLUMNS if c in table.column_names), None)
+            listed = {str(v) for v in table.column(column).to_pylist()} if column else set()
+            extra = [i for i in also.tolist() if i in listed]
+        positives = read_single_positives(
+            self.label_path,
+            [*image_ids.tolist(), *extra],
+            self.class_names,
+            allow_missing=self.unlabelled == "drop",
+        )
+        return positives[: len(image_ids)]
+
     def info(self) -> DatasetInfo:
-        _, labels = self._split_labels("train")
+        _, labels = self.index.split_labels("train")
         return DatasetInfo(
             name=self.name,
             class_names=tuple(self.class_names),
@@ -337,6 +268,35 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC):
         return batch
 
 
+def _check_label_mode(index: DatasetIndex, mode: str, path: str | None) -> None:
+    index.check_label_mode(mode)
+    if mode == "dominant" and not path and not index.derives_dominant:
+        raise ValueError(index.dominant_needs_file())
+    if mode == "manual" and not path:
+        raise ValueError(
+            "label_mode=manual needs a label file: set label_mode.path=/path/to/labels.csv "
+            "(written by the annotator or in our single-positive format)"
+        )
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {choices}, got {value!r}")
+
+
+def unknown_parameters_message(cls: type, unknown: list[str]) -> str:
+    """``cls`` was given keys it does not take: name them, a close match, and the real ones."""
+    own = [
+        name
+        for name, p in inspect.signature(cls).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    ]
+    known = sorted({*own, *DataModuleOptions.__annotations__})
+    guesses = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}
+    hints = "".join(f" ({k!r}: did you mean {g[0]!r}?)" for k, g in guesses.items() if g)
+    return f"{cls.__name__} got unknown parameter(s) {unknown}{hints}; its parameters are {known}"
+
+
 def random_dihedral(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random flip + 90-degree rotation per sample (the 8 symmetries of a square).
 
@@ -355,10 +315,3 @@ def random_dihedral(image: torch.Tensor, generator: torch.Generator | None = Non
             view = view.flip(-1)
         out[mask] = torch.rot90(view, k % 4, dims=(-2, -1))
     return out
-
-
-def cache_dir(root: str | Path | None) -> Path:
-    """Directory for generated artefacts (synthetic scenes, cached labels)."""
-    path = Path(root) if root else Path.home() / ".cache" / "spml_rs"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
