@@ -15,8 +15,9 @@ from spml_rs.data.aid import AIDDataModule
 from spml_rs.data.aid_index import AIDFormatError, carve_validation, read_multilabel_csv
 from spml_rs.data.classes import AID17_CLASSES
 from spml_rs.label_files import LabelFileError
+from spml_testing import DATA
 
-FIXTURE = Path(__file__).parent / "data" / "aid"
+FIXTURE = DATA / "aid"
 NUM_TRAIN_FOLDER, NUM_TEST = 24, 12
 MANUAL_FILE = "single_positive_labels_manual.csv"
 

@@ -9,26 +9,14 @@ from pathlib import Path
 import pytest
 
 from spml_rs.train import train
+from spml_testing import DATASET_TINY
 
-FIXTURE = Path(__file__).parent / "data" / "aid"
-AID_TINY = (
-    "dataset=aid",
-    f"dataset.datamodule.root={FIXTURE}",
-    "dataset.datamodule.image_size=48",  # != the 64 px fixture: exercises the device resize
-    "dataset.datamodule.batch_size=8",
-    "dataset.datamodule.num_workers=0",
-    "dataset.datamodule.pin_memory=false",
-    "model.net.name=test_resnet",
-    "model.net.stem_stride=null",
-    "trainer.max_epochs=1",
-    "callbacks.progress_bar=null",
-)
 # The documented form: the manual file next to the images.
 MANUAL = "label_mode.path=${dataset.datamodule.root}/single_positive_labels_manual.csv"
 
 
 def run(make_cfg, tmp_path: Path, *overrides: str) -> dict:
-    metrics = train(make_cfg(*AID_TINY, *overrides, tiny=False))
+    metrics = train(make_cfg(*DATASET_TINY["aid"], *overrides, tiny=False))
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["dataset"] == "aid"
     assert 0.0 <= results["metrics"]["test/mAP_macro"] <= 1.0

@@ -27,8 +27,9 @@ from spml_rs.data.classes import (
     class_pixel_counts,
     clc_lookup_table,
 )
+from spml_testing import DATA
 
-FIXTURE = Path(__file__).parent / "data" / "benv2"
+FIXTURE = DATA / "benv2"
 LMDB_DIR = "BigEarthNet-V2-LMDB"
 
 

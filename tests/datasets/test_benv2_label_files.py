@@ -10,8 +10,9 @@ import pytest
 from spml_rs.data.benv2 import BENv2DataModule
 from spml_rs.data.classes import BEN19_CLASSES
 from spml_rs.label_files import LabelFileError, read_single_positives, write_single_positives
+from spml_testing import DATA
 
-FIXTURE = Path(__file__).parent / "data" / "benv2"
+FIXTURE = DATA / "benv2"
 IDS = [f"img_{i}" for i in range(5)]
 POSITIVES = np.array([0, 18, 3, 3, 7])
 

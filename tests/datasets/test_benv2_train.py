@@ -9,25 +9,14 @@ import numpy as np
 import pytest
 from hydra.errors import InstantiationException
 
-from spml_rs.data.benv2 import BENv2DataModule
+from spml_rs.data.benv2_index import BENv2Index
 from spml_rs.data.classes import BEN19_CLASSES
 from spml_rs.label_files import write_single_positives
 from spml_rs.prepare import main as prepare
 from spml_rs.train import train
+from spml_testing import DATA, DATASET_TINY
 
-FIXTURE = Path(__file__).parent / "data" / "benv2"
-#: The conftest's TINY targets the synthetic config; these are its reBEN equivalents.
-TINY_BENV2 = (
-    "dataset=benv2",
-    f"dataset.datamodule.root={FIXTURE}",
-    "dataset.datamodule.batch_size=4",
-    "dataset.datamodule.num_workers=0",
-    "dataset.datamodule.pin_memory=false",
-    "model.net.name=test_resnet",
-    "model.net.stem_stride=null",
-    "trainer.max_epochs=1",
-    "callbacks.progress_bar=null",
-)
+FIXTURE = DATA / "benv2"
 
 
 def label_file(mode: str, tmp_path: Path) -> str | None:
@@ -38,9 +27,7 @@ def label_file(mode: str, tmp_path: Path) -> str | None:
         assert prepare([*args, "--out", str(out)]) == 0
         return str(out)
     if mode == "manual":
-        ids, labels = BENv2DataModule(root=str(FIXTURE), label_mode="full").index.split_labels(
-            "train"
-        )
+        ids, labels = BENv2Index(FIXTURE).split_labels("train")
         out = tmp_path / "manual.csv"
         last = labels.shape[1] - 1 - np.argmax(labels[:, ::-1], axis=1)  # some human's choice
         write_single_positives(
@@ -54,7 +41,7 @@ def label_file(mode: str, tmp_path: Path) -> str | None:
 def test_fit_and_test_every_label_mode(make_cfg, tmp_path: Path, mode: str) -> None:
     path = label_file(mode, tmp_path)
     overrides = [
-        *TINY_BENV2,
+        *DATASET_TINY["benv2"],
         f"label_mode={mode}",
         "method=an" if mode != "full" else "method=full",
     ]
@@ -67,7 +54,11 @@ def test_fit_and_test_every_label_mode(make_cfg, tmp_path: Path, mode: str) -> N
 
 
 def test_fit_with_two_workers_and_s1s2(make_cfg, tmp_path: Path) -> None:
-    overrides = [*TINY_BENV2, "dataset.datamodule.num_workers=2", "dataset.datamodule.bands=s1s2"]
+    overrides = [
+        *DATASET_TINY["benv2"],
+        "dataset.datamodule.num_workers=2",
+        "dataset.datamodule.bands=s1s2",
+    ]
     metrics = train(make_cfg(*overrides, "label_mode=random", tiny=False))
     assert 0.0 <= metrics["test/mAP_macro"] <= 1.0
     assert (
@@ -79,7 +70,7 @@ def test_fit_with_two_workers_and_s1s2(make_cfg, tmp_path: Path) -> None:
 
 
 def test_dominant_without_a_file_is_a_clear_error(make_cfg) -> None:
-    cfg = make_cfg(*TINY_BENV2, "label_mode=dominant", tiny=False)
+    cfg = make_cfg(*DATASET_TINY["benv2"], "label_mode=dominant", tiny=False)
     # Refused when the datamodule is built (Hydra wraps the ValueError), before any training.
     with pytest.raises(InstantiationException, match=r"prepare spml-labels --mode dominant"):
         train(cfg)

@@ -12,16 +12,18 @@ import pytest
 
 from spml_rs import labels as spl
 from spml_rs.data.benv2 import BENv2DataModule
+from spml_rs.data.benv2_index import BENv2Index
 from spml_rs.data.classes import BEN19_CLASSES, class_pixel_counts
 from spml_rs.label_files import read_single_positives, read_table
 from spml_rs.prepare import main
+from spml_testing import DATA
 
-FIXTURE = Path(__file__).parent / "data" / "benv2"
-AID_FIXTURE = Path(__file__).parent / "data" / "aid"
+FIXTURE = DATA / "benv2"
+AID_FIXTURE = DATA / "aid"
 
 
 def train_split(root: Path = FIXTURE) -> tuple[list[str], np.ndarray]:
-    ids, labels = BENv2DataModule(root=str(root), label_mode="full").index.split_labels("train")
+    ids, labels = BENv2Index(root).split_labels("train")
     return list(ids), labels
 
 
@@ -111,7 +113,7 @@ def test_dominant_on_aid_is_a_clear_error(tmp_path: Path, capsys) -> None:  # ty
 
 
 def test_random_labels_for_aid(tmp_path: Path) -> None:
-    from spml_rs.data.aid import AIDDataModule
+    from spml_rs.data.aid_index import AIDIndex
     from spml_rs.data.classes import AID17_CLASSES
 
     out = tmp_path / "aid.csv"
@@ -119,9 +121,7 @@ def test_random_labels_for_aid(tmp_path: Path) -> None:
         main(labels_cmd(out, "--mode", "random", "--seed", "0", dataset="aid", root=AID_FIXTURE))
         == 0
     )
-    ids, labels = AIDDataModule(root=str(AID_FIXTURE), label_mode="full").index.split_labels(
-        "train"
-    )
+    ids, labels = AIDIndex(AID_FIXTURE).split_labels("train")
     got = read_single_positives(out, list(ids), AID17_CLASSES)
     np.testing.assert_array_equal(got, spl.random_positives(labels, 0))
 

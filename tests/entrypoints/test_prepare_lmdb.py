@@ -13,8 +13,9 @@ import tifffile
 from spml_rs.data.benv2_builder import build_lmdb, discover, s2_product
 from spml_rs.data.benv2_lmdb import LazyLMDB, decode_value
 from spml_rs.prepare import main
+from spml_testing import DATA
 
-FIXTURE = Path(__file__).parent / "data" / "benv2"
+FIXTURE = DATA / "benv2"
 RAW = {
     "--s2": FIXTURE / "BigEarthNet-S2",
     "--s1": FIXTURE / "BigEarthNet-S1",
