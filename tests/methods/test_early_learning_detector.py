@@ -14,9 +14,9 @@ from spml_rs.methods.early_learning import (
     EarlyLearningDetector,
     default_windows,
     fit_saturating,
-    nonnegative_slope,
     saturating,
     trigger_from_fit,
+    window_slope,
 )
 
 #: fast rise (early learning) until ~epoch 8, flat plateau, memorisation from epoch 16 on
@@ -43,11 +43,19 @@ def feed(detector: EarlyLearningDetector, curve: list[float]) -> int | None:
     return None
 
 
-def test_nonnegative_slope_is_clipped_least_squares() -> None:
+def test_window_slope_is_the_bounded_fit() -> None:
+    """Changed with the AIO2-exact fit (was: the clipped closed form, exactly 0 when falling).
+
+    A rising window gets the least-squares slope; a falling or flat one a small positive
+    residue of the bounded 'trf' fit, not 0 (the detector compares those residues).
+    """
     rising = [0.1, 0.3, 0.4, 0.8]
-    assert nonnegative_slope(rising) == pytest.approx(np.polyfit(range(4), rising, 1)[0])
-    assert nonnegative_slope([0.9, 0.5, 0.4, 0.1]) == 0.0
-    assert nonnegative_slope([0.5]) == 0.0
+    assert window_slope(rising, 4) == pytest.approx(np.polyfit(range(4), rising, 1)[0], rel=1e-6)
+    falling = window_slope([0.9, 0.5, 0.4, 0.1], 4)
+    flat = window_slope([0.5] * 4, 4)
+    assert 0.0 < falling < 1e-6 and 0.0 < flat < 1e-3
+    # only the last w values count (fitted at their epochs, so equal up to rounding)
+    assert window_slope([5.0, 3.0, *rising], 4) == pytest.approx(window_slope(rising, 4), rel=1e-9)
 
 
 def test_memorisation_curve_triggers_inside_plateau() -> None:
@@ -64,10 +72,13 @@ def test_memorisation_curve_triggers_inside_plateau() -> None:
 
 
 def test_trigger_follows_the_formula() -> None:
-    """dep, thr, mid and the trigger recomputed naively from the stored fit."""
+    """dep, thr, mid and the trigger recomputed naively from the stored fit.
+
+    Changed with the AIO2-exact detector: dep is the truncated mean (was: the mean).
+    """
     detector = EarlyLearningDetector(windows=(3, 4, 5))
     feed(detector, memorising_curve())
-    assert detector.dep == pytest.approx(np.mean(list(detector.detections.values())))
+    assert detector.dep == int(np.mean(list(detector.detections.values())))
     a, b, c = detector.fit
     dep = detector.dep
 
@@ -78,7 +89,7 @@ def test_trigger_follows_the_formula() -> None:
         return a * b * c * x ** (c - 1) * math.exp(-b * x**c)
 
     thr = (f(dep) - f(1)) / (dep - 1)
-    mid = sum(df(x) > thr for x in range(1, math.floor(dep) + 1))
+    mid = sum(df(x) > thr for x in range(1, dep + 1))
     assert detector.mid == mid
     assert detector.trigger_epoch == max(1, math.floor((dep + mid) / 2))
 
@@ -88,9 +99,24 @@ def test_fit_recovers_a_saturating_curve() -> None:
     params = fit_saturating(list(saturating(x, 0.7, 0.4, 0.9)))
     assert params is not None
     assert np.allclose(params, (0.7, 0.4, 0.9), atol=1e-3)
-    assert fit_saturating([0.1, 0.2]) is None  # fewer points than parameters
-    mid, trigger = trigger_from_fit(10.0, params)
+    # changed with the AIO2-exact fit (was: None below 3 points): AIO2 fits whatever dep
+    # gives, 2 points included; a fit fails only where scipy does not converge, as on a
+    # signal at a's bound 1 from the start (b -> inf)
+    two = fit_saturating([0.1, 0.2])
+    assert two is not None and 0 <= two[0] <= 1 and two[1] >= 0 and 0 <= two[2] <= 1
+    assert fit_saturating([1.0, 1.0]) is None
+    mid, trigger = trigger_from_fit(10, params)
     assert 0 <= mid <= 10 and trigger == math.floor((10 + mid) / 2)
+
+
+def test_a_failed_fit_starts_from_dep() -> None:
+    """Our addition to AIO2 (which would stop with scipy's error): trigger = dep."""
+    detector = EarlyLearningDetector(windows=(2,))
+    # the flat window ending at epoch 2 is the flattest; detected at epoch 5 (5 - 2 > 2)
+    assert feed(detector, [1.0, 1.0, 1.05, 1.1, 1.15, 1.2]) == 5
+    assert detector.detections == {2: 2} and detector.dep == 2
+    assert detector.fit is None and detector.mid is None
+    assert detector.trigger_epoch == 2 and detector.reason == "detected"
 
 
 def test_monotone_curve_never_triggers_and_fallback_applies() -> None:
@@ -136,6 +162,8 @@ def test_bad_settings_are_rejected() -> None:
         EarlyLearningDetector(windows=(1, 3))
     with pytest.raises(ValueError, match="fixed"):
         EarlyLearningDetector(windows=(2,), fixed=0)
+    with pytest.raises(ValueError, match="signal of epoch 1 is nan"):
+        EarlyLearningDetector(windows=(2,)).update(float("nan"))
 
 
 def test_signals_score_agreement_with_the_an_targets() -> None:

@@ -41,7 +41,7 @@ class EarlyLearningCallback(DeferredStateCallback):
         windows: detector window sizes (None: :func:`default_windows` of max_epochs).
         max_warmup_epochs: latest switch (None: ceil(max_warmup_fraction * max_epochs)).
         max_warmup_fraction: see ``max_warmup_epochs``.
-        fixed: ablation: switch at the end of this epoch (1-indexed), ignoring the signal.
+        fixed: ablation: switch at the end of this epoch (1-based), ignoring the signal.
         rollback: on a detection, restore student, teacher, loss state and optimiser
             moments to the end of the trigger epoch (as AIO2 does). Keeps one snapshot
             per warm-up epoch in ``<run dir>/early_learning/`` until the switch.

@@ -2,21 +2,28 @@
 
 AdaGC (Liu et al.) switches from the Assume-Negative warm-up to gradient
 calibration at a trigger epoch detected from a training-dynamics signal, after
-AIO2 (Liu et al., IEEE TGRS 2024). The signal s_1, s_2, ... (one value per
-epoch, epochs 1-indexed) rises fast while the network learns the clean
-patterns, flattens, and rises again once it memorises the missing labels the
-AN targets call negative. The detector (``docs/methods.md``):
+AIO2 (Liu et al., IEEE TGRS 2024, the adaptive correction trigger). The signal
+s_1, s_2, ... (one value per epoch, epoch 1 = the first) rises fast while the
+network learns the clean patterns, flattens, and rises again once it memorises
+the missing labels the AN targets call negative. The detector decides as
+AIO2's does (``docs/methods.md``, "Early-learning detection"):
 
-1. for each window w in W, the slope of a least-squares line with slope >= 0
-   through the last w values; each window keeps its slope history;
-2. a window fires when its current slope exceeds the minimum of its history and
-   that minimum lies more than mean(W) epochs in the past; its detection is the
-   epoch of the minimum (the end of the flattest window);
-3. once every window fired, dep = mean of the detections; fit
-   f(x) = a (1 - exp(-b x^c)), a in [0, 1], b >= 0, c in [0, 1], to s_1..s_dep;
-   thr = (f(dep) - f(1)) / (dep - 1); mid = #{x in 1..dep : f'(x) > thr};
-   trigger = floor((dep + mid) / 2);
-4. fallbacks: ``max_warmup_epochs`` (switch anyway) and ``fixed`` (ablation).
+1. at the end of epoch n, for each window w in W with n >= w: the slope k of
+   the line k x + d fitted to (x, s_x), x = n-w+1..n, by scipy's bounded
+   nonlinear least squares ('trf', p0 = (1, 0), k in [0, inf)); appended to
+   the window's history, whose entry 0 is the window ending at epoch w;
+2. a window fires when its current slope exceeds the minimum of its history
+   and that minimum's epoch (argmin + w) lies more than mean(W) epochs back;
+   its detection is that epoch. Until all windows fired, every window is
+   re-checked each epoch and its detection re-assigned when the test holds;
+3. once all fired: dep = int(mean of the detections); fit
+   f(x) = a (1 - exp(-b x^c)), a in [0, 1], b >= 0, c in [0, 1], 'trf',
+   p0 = (1, 0.5, 0.5), to s_1..s_dep; thr = (f(dep) - f(1)) / (dep - 1);
+   mid = #{x in 1..dep : f'(x) > thr}; trigger = int((dep + mid) / 2).
+
+Our additions (not AIO2's): if that fit fails to converge, the trigger is dep
+itself; ``max_warmup_epochs`` switches anyway if nothing fired by then;
+``fixed`` switches at a given epoch, ignoring the signal (ablation).
 
 This module is the pure part: the per-sample signals (:data:`SIGNALS`, torch)
 and :class:`EarlyLearningDetector` (numpy/scipy). The Lightning wiring, which
@@ -27,28 +34,23 @@ feeds the detector one value per epoch and switches the loss, is
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import curve_fit
+from scipy.optimize import OptimizeWarning, curve_fit
+
+#: starting points and bounds of the two fits (AIO2's)
+LINE_START, LINE_BOUNDS = (1.0, 0.0), ([0.0, -np.inf], [np.inf, np.inf])
+CURVE_START, CURVE_BOUNDS = (1.0, 0.5, 0.5), ([0.0, 0.0, 0.0], [1.0, np.inf, 1.0])
 
 
-def nonnegative_slope(values: Sequence[float]) -> float:
-    """Slope of the least-squares line y = k x + d through ``values`` with k >= 0.
-
-    The objective is a convex quadratic in k once d is profiled out, so the
-    constrained optimum is the unconstrained slope clipped at 0.
-    """
-    y = np.asarray(values, dtype=np.float64)
-    x = np.arange(len(y), dtype=np.float64)
-    x -= x.mean()
-    denom = float((x * x).sum())
-    if denom == 0.0:
-        return 0.0
-    return max(0.0, float((x * (y - y.mean())).sum() / denom))
+def line(x: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """y = slope x + intercept (the window fit's model)."""
+    return slope * x + intercept
 
 
 def saturating(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
@@ -57,35 +59,55 @@ def saturating(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
 
 
 def saturating_slope(x: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
-    """f'(x) = a b c x^(c-1) exp(-b x^c), for x > 0."""
-    return a * b * c * np.power(x, c - 1.0) * np.exp(-b * np.power(x, c))
+    """f'(x) = a c b exp(-b x^c) x^(c-1), for x > 0 (AIO2's order of the factors)."""
+    return a * c * b * np.exp(-b * np.power(x, c)) * np.power(x, c - 1.0)
+
+
+def bounded_fit(
+    model: Any, x: np.ndarray, y: np.ndarray, start: tuple[float, ...], bounds: Any
+) -> np.ndarray:
+    """scipy's bounded nonlinear least squares ('trf', default budget); raises if it fails."""
+    with warnings.catch_warnings():
+        # the parameter covariance (unused) cannot be estimated from 2 points: not an error
+        warnings.simplefilter("ignore", OptimizeWarning)
+        params, _ = curve_fit(model, x, y, p0=start, method="trf", bounds=bounds)
+    return np.asarray(params)
+
+
+def window_slope(signal: Sequence[float], window: int) -> float:
+    """Slope k >= 0 of the line fitted to the last ``window`` values at their epochs.
+
+    x = n-window+1..n (1-based epochs of the last values). A bounded
+    nonlinear fit, not the clipped closed form: where the unconstrained slope
+    is negative, 'trf' stops at a small positive residue (1e-10..1e-3) rather
+    than at 0, and the detector's argmin and "current > minimum" compare those
+    residues, so only the same fit makes the same decisions as AIO2.
+    """
+    n = len(signal)
+    x = np.arange(n - window + 1, n + 1, dtype=np.float64)
+    y = np.asarray(signal[n - window :], dtype=np.float64)
+    return float(bounded_fit(line, x, y, LINE_START, LINE_BOUNDS)[0])
 
 
 def fit_saturating(signal: Sequence[float]) -> tuple[float, float, float] | None:
     """Fit (a, b, c) of :func:`saturating` to ``signal`` at epochs 1..n; None if it fails."""
     y = np.asarray(signal, dtype=np.float64)
-    if len(y) < 3 or not np.all(np.isfinite(y)):
-        return None
     x = np.arange(1, len(y) + 1, dtype=np.float64)
-    start = (float(np.clip(y.max(), 1e-3, 1.0)), 0.5, 0.5)
     try:
-        params, _ = curve_fit(
-            saturating, x, y, p0=start, bounds=([0.0, 0.0, 0.0], [1.0, np.inf, 1.0]), maxfev=5000
-        )
-    except (RuntimeError, ValueError):
+        params = bounded_fit(saturating, x, y, CURVE_START, CURVE_BOUNDS)
+    except RuntimeError:  # no convergence within scipy's budget
         return None
     a, b, c = (float(v) for v in params)
     return a, b, c
 
 
-def trigger_from_fit(dep: float, params: tuple[float, float, float]) -> tuple[int, int]:
-    """(mid, trigger) from the fitted curve over epochs 1..dep (step 3 above)."""
-    f1 = float(saturating(np.array([1.0]), *params)[0])
-    fdep = float(saturating(np.array([dep]), *params)[0])
-    thr = (fdep - f1) / (dep - 1.0)
-    epochs = np.arange(1, math.floor(dep) + 1, dtype=np.float64)
-    mid = int((saturating_slope(epochs, *params) > thr).sum())
-    return mid, math.floor((dep + mid) / 2)
+def trigger_from_fit(dep: int, params: tuple[float, float, float]) -> tuple[int, int]:
+    """(mid, trigger) from the curve fitted over epochs 1..dep (step 3 above), dep >= 2."""
+    x = np.arange(1, dep + 1, dtype=np.float64)
+    fitted = saturating(x, *params)
+    thr = (fitted[-1] - fitted[0]) / (x[-1] - x[0])
+    mid = int(np.sum(saturating_slope(x, *params) > thr))
+    return mid, int((dep + mid) / 2)
 
 
 @dataclass
@@ -100,7 +122,7 @@ class EarlyLearningDetector:
     After :meth:`update` returns True, ``trigger_epoch`` is the epoch whose end
     state stage 2 should start from (<= the current epoch), ``reason`` says why
     (``detected``, ``fallback``, ``fixed``) and ``dep``, ``mid``, ``fit`` describe
-    the detection. Epochs are 1-indexed throughout.
+    the detection. Epochs are 1-based throughout (epoch 1 = the first).
     """
 
     windows: tuple[int, ...] = (2, 3, 4)
@@ -111,7 +133,7 @@ class EarlyLearningDetector:
     detections: dict[int, int] = field(default_factory=dict)
     trigger_epoch: int | None = None
     reason: str | None = None
-    dep: float | None = None
+    dep: int | None = None
     mid: int | None = None
     fit: tuple[float, float, float] | None = None
 
@@ -128,7 +150,7 @@ class EarlyLearningDetector:
 
     @property
     def epoch(self) -> int:
-        """Number of epochs seen so far (= the current epoch, 1-indexed)."""
+        """Number of epochs seen so far (= the current epoch, 1-based)."""
         return len(self.signal)
 
     @property
@@ -137,10 +159,14 @@ class EarlyLearningDetector:
 
     def update(self, value: float) -> bool:
         """Add the signal of the epoch that just ended; True when stage 2 starts now."""
-        if self.triggered:
-            self.signal.append(float(value))
-            return False
+        if not math.isfinite(value):
+            raise ValueError(
+                f"early-learning signal of epoch {self.epoch + 1} is {value}, expected a finite "
+                "mean agreement in [0, 1]"
+            )
         self.signal.append(float(value))
+        if self.triggered:
+            return False  # recorded for the plot; nothing decides any more
         self._update_windows()
         if self.fixed is not None:
             return self._decide(self.fixed, "fixed") if self.epoch >= self.fixed else False
@@ -151,28 +177,28 @@ class EarlyLearningDetector:
         return False
 
     def _update_windows(self) -> None:
+        """Steps 1-2: every window with enough epochs fits, and is re-checked (re-assigned)."""
         lag = float(np.mean(self.windows))
         for w in self.windows:
-            if self.epoch < w or w in self.detections:
+            if self.epoch < w:
                 continue
             history = self.slopes.setdefault(w, [])
-            history.append(nonnegative_slope(self.signal[-w:]))
-            # history[k] belongs to the window ending at epoch w + k
-            k_min = int(np.argmin(history))
-            min_epoch = w + k_min
-            if history[-1] > history[k_min] and self.epoch - min_epoch > lag:
+            history.append(window_slope(self.signal, w))
+            k_min = int(np.argmin(history))  # the first minimum, as numpy breaks ties
+            min_epoch = w + k_min  # history[k] is the window ending at epoch w + k
+            if history[k_min] < history[-1] and self.epoch - min_epoch > lag:
                 self.detections[w] = min_epoch
 
     def _detect(self) -> bool:
-        dep = float(np.mean(list(self.detections.values())))
+        """Step 3, once every window has a detection."""
+        dep = int(np.mean([self.detections[w] for w in self.windows]))  # truncated, as AIO2
         self.dep = dep
-        self.fit = fit_saturating(self.signal[: math.floor(dep)]) if dep > 1 else None
-        if self.fit is None:
-            # too few points or a failed fit: start from the flattest point itself
+        self.fit = fit_saturating(self.signal[:dep])
+        if self.fit is None:  # our addition: a failed fit starts from dep itself
             self.mid = None
-            return self._decide(max(1, math.floor(dep)), "detected")
+            return self._decide(dep, "detected")
         self.mid, trigger = trigger_from_fit(dep, self.fit)
-        return self._decide(max(1, trigger), "detected")
+        return self._decide(trigger, "detected")
 
     def _decide(self, trigger: int, reason: str) -> bool:
         self.trigger_epoch = min(trigger, self.epoch)
