@@ -38,7 +38,7 @@ def build_module(cfg: DictConfig, info: DatasetInfo) -> SPMLModule:
         class_names=info.class_names,
         optimizer=instantiate(cfg.model.optimizer),
         scheduler=instantiate(scheduler) if scheduler else None,
-        channels_last=cfg.model.get("channels_last", True),
+        channels_last=cfg.model.get("channels_last", "auto"),
         compile_net=cfg.model.get("compile", False),
     )
 

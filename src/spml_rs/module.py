@@ -9,7 +9,7 @@ Mixup partners) and read the student's logits from the ``training_step`` output.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -18,8 +18,19 @@ from torch import nn
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.metrics import MultilabelScores
 
+ChannelsLast = Literal["auto", "on", "off"] | bool
+CHANNELS_LAST_MODES = ("auto", "on", "off")
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+
+def channels_last_mode(value: ChannelsLast) -> str:
+    """``auto``, ``on`` or ``off`` from a config value (booleans: YAML's reading of on/off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in CHANNELS_LAST_MODES:
+        raise ValueError(f"model.channels_last must be one of {CHANNELS_LAST_MODES}, got {value!r}")
+    return value
 
 
 class SPMLModule(L.LightningModule):
@@ -31,7 +42,10 @@ class SPMLModule(L.LightningModule):
         class_names: names for per-class metrics.
         optimizer: partial optimiser, called with the parameter groups.
         scheduler: partial LR scheduler, called with the optimiser (stepped per epoch).
-        channels_last: use channels-last memory format on CUDA.
+        channels_last: channels-last memory format for the backbone and its input:
+            ``auto`` (on CUDA only, where convolutions gain from it), ``on`` (any
+            device, the CPU included), ``off``. YAML reads ``on``/``off`` as booleans,
+            so ``True``/``False`` mean the same.
         compile_net: wrap the backbone's forward in ``torch.compile`` (config: ``model.compile``).
     """
 
@@ -43,7 +57,7 @@ class SPMLModule(L.LightningModule):
         class_names: Sequence[str],
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        channels_last: bool = True,
+        channels_last: ChannelsLast = "auto",
         compile_net: bool = False,
     ) -> None:
         super().__init__()
@@ -52,7 +66,7 @@ class SPMLModule(L.LightningModule):
         self.class_names = list(class_names)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.channels_last = channels_last
+        self.channels_last = channels_last_mode(channels_last)
         self.compile_net = compile_net
         self.val_scores = MultilabelScores(class_names)
         self.test_scores = MultilabelScores(class_names)
@@ -60,13 +74,15 @@ class SPMLModule(L.LightningModule):
 
     # ------------------------------------------------------------- forward
     def setup(self, stage: str) -> None:
-        if self.compile_net:
-            self._forward = torch.compile(self.net)
-
-    def on_fit_start(self) -> None:
-        self._use_channels_last = self.channels_last and self.device.type == "cuda"
+        # Before compiling: the compiled graph is specialised to the weights' memory format.
+        device = self.trainer.strategy.root_device
+        self._use_channels_last = self.channels_last == "on" or (
+            self.channels_last == "auto" and device.type == "cuda"
+        )
         if self._use_channels_last:
             self.net.to(memory_format=torch.channels_last)
+        if self.compile_net and self._forward is self.net:  # setup runs for fit, then test
+            self._forward = torch.compile(self.net)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if getattr(self, "_use_channels_last", False):
