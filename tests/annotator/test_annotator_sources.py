@@ -46,6 +46,30 @@ def test_aid_source_lists_ids_in_natural_order(tmp_path: Path) -> None:
         AIDSource(tmp_path, "test")
 
 
+def test_aid_source_finds_every_image_format_the_dataset_reads(tmp_path: Path) -> None:
+    """One scanner: the annotator lists exactly the images ``dataset=aid`` trains on."""
+    from spml_rs.data.aid_index import AIDIndex
+
+    folder = tmp_path / "images_tr" / "Port"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for n, suffix in enumerate((".jpg", ".jpeg", ".png", ".tif", ".TIFF"), start=1):
+        Image.fromarray(pixels).save(folder / f"port_{n}{suffix}")
+    source = AIDSource(tmp_path, "train")
+    assert source.image_ids == ("port_1", "port_2", "port_3", "port_4", "port_5")
+    assert set(source.image_ids) == set(AIDIndex(tmp_path).images("train"))
+    assert source.image("port_2").mimetype == "image/jpeg"
+    png = source.image("port_3")
+    assert png.mimetype == "image/png" and png.data == (folder / "port_3.png").read_bytes()
+    for image_id in ("port_4", "port_5"):  # browsers do not show TIFF: re-encoded, lossless
+        picture = source.image(image_id)
+        assert picture.mimetype == "image/png"
+        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(picture.data))), pixels)
+    with pytest.raises(FileNotFoundError, match=r"no AID images under .*images_test"):
+        AIDSource(tmp_path, "all")
+
+
 def write_fake_benv2(root: Path, missing: str | None = None) -> None:
     """metadata.parquet (official columns) and one LMDB with B02/B03/B04 per patch."""
     root.mkdir(parents=True)

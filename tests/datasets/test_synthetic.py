@@ -146,3 +146,17 @@ def test_random_dihedral_is_a_symmetry_and_keyed_by_its_generator() -> None:
         ]
         assert any(torch.equal(out, c) for c in candidates)
     assert len({tuple(o.flatten().tolist()) for o in first[::2]}) > 1  # not all the same transform
+
+
+def test_bad_settings_are_refused_before_any_scene_is_generated(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"synthetic sizes must be positive integers.*num_train"):
+        SyntheticDataModule(root=str(tmp_path), num_train=0)
+    with pytest.raises(ValueError, match="unknown synthetic preset 'hyperspectral'"):
+        SyntheticDataModule(root=str(tmp_path), preset="hyperspectral")
+    with pytest.raises(ValueError, match="label_mode=manual needs a label file"):
+        SyntheticDataModule(root=str(tmp_path), label_mode="manual")
+    assert not list(tmp_path.rglob("*.npz"))  # the label mode is checked with the index unread
+    dm = SyntheticDataModule(root=str(tmp_path), preset="rgb", num_train=40, image_size=16)
+    assert (dm.name, dm.in_chans, dm.class_names[0]) == ("synthetic_rgb", 3, "airplane")
+    assert not list(tmp_path.rglob("*.npz"))  # built lazily, on first use
+    assert dm.info().num_train_samples == 40

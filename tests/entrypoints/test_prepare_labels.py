@@ -136,3 +136,36 @@ def test_snow_cloud_option_adds_the_flagged_train_patches(tmp_path: Path, mode: 
     out = tmp_path / "all.parquet"
     assert main(labels_cmd(out, "--mode", mode, "--include-snow-cloud")) == 0
     assert read_table(out).num_rows == len(train_split()[0]) + 1
+
+
+def test_dataset_choices_are_the_dataset_configs_with_files(capsys) -> None:  # type: ignore[no-untyped-def]
+    from spml_rs.prepare import file_datasets
+
+    assert file_datasets() == ("aid", "benv2")  # the synthetic configs generate their data
+    with pytest.raises(SystemExit) as raised:
+        main(["spml-labels", "--dataset", "synthetic", "--mode", "random", "--root", ".",
+              "--out", "x.csv"])  # fmt: skip
+    assert raised.value.code == 2 and "invalid choice: 'synthetic'" in capsys.readouterr().err
+
+
+def test_config_overrides_reach_the_train_split(tmp_path: Path) -> None:
+    from spml_rs.data.aid_index import AIDIndex
+    from spml_rs.data.classes import AID17_CLASSES
+
+    out = tmp_path / "aid.csv"
+    command = labels_cmd(out, "--mode", "random", dataset="aid", root=AID_FIXTURE)
+    assert main([*command, "dataset.datamodule.val_seed=1"]) == 0
+    ids, labels = AIDIndex(AID_FIXTURE, val_seed=1).split_labels("train")
+    assert ids.tolist() != AIDIndex(AID_FIXTURE).split_labels("train")[0].tolist()
+    got = read_single_positives(out, list(ids), AID17_CLASSES)
+    np.testing.assert_array_equal(got, spl.random_positives(labels, 0))
+
+
+def test_unknown_config_keys_are_usage_errors(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "x.csv"
+    aid = labels_cmd(out, "--mode", "random", dataset="aid", root=AID_FIXTURE)
+    assert main([*aid, "--include-snow-cloud"]) == 2
+    assert "include_snow_cloud" in capsys.readouterr().err
+    assert main([*labels_cmd(out, "--mode", "random"), "dataset.datamodule.lmdb_nam=x"]) == 2
+    assert "lmdb_nam" in capsys.readouterr().err
+    assert not out.exists()
