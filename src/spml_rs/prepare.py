@@ -153,6 +153,12 @@ def dominant_from_maps(
 
 
 def cmd_spml_labels(args: argparse.Namespace) -> int:
+    outputs = [args.out, *([args.out.with_suffix(".npy")] if args.npy else [])]
+    existing = [str(path) for path in outputs if path.exists()]
+    if existing and not args.overwrite:
+        console.print(f"[red]error:[/red] refusing to overwrite {escape(str(existing))}; "
+                      "choose another --out or pass --overwrite")  # fmt: skip
+        return 2
     snow_cloud = ["dataset.datamodule.include_snow_cloud=true"] if args.include_snow_cloud else []
     index = build_index(args.dataset, args.root, [*snow_cloud, *args.overrides])
     index.check_label_mode(args.mode)
@@ -220,6 +226,8 @@ def parser() -> argparse.ArgumentParser:
                         help="reBEN: include snow/cloud/shadow patches in the train split")  # fmt: skip
     labels.add_argument("--npy", nargs="?", const="indices", choices=("indices", "onehot"),
                         help="also write <out>.npy: (N,) class indices or (N, C) one-hot")  # fmt: skip
+    labels.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (and its .npy)")  # fmt: skip
     labels.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="overrides of the dataset config as in training, e.g. "
                         "dataset.datamodule.lmdb_name=BigEarthNet-V2-LMDB")  # fmt: skip

@@ -96,7 +96,7 @@ def test_normalize_uses_the_published_band_statistics() -> None:
     batch = torch.stack([dm.datasets["train"][i]["image"] for i in range(3)])
     raw, out = dm.layout.unpack(batch), dm.normalize(batch)
     assert dm.layout.bands[:3] == ("VV", "VH", "B02")
-    # Values from datasets.md (ConfigILM BENv2_utils).
+    # Values from docs/datasets_benv2.md (ConfigILM BENv2_utils).
     torch.testing.assert_close(out[:, 2], (raw[:, 2] - 438.3721) / 607.0269)
     torch.testing.assert_close(out[:, 0], (raw[:, 0] - -12.6439) / 5.1335)
     for channel, band in enumerate(dm.layout.bands):

@@ -169,3 +169,17 @@ def test_unknown_config_keys_are_usage_errors(tmp_path: Path, capsys) -> None:  
     assert main([*labels_cmd(out, "--mode", "random"), "dataset.datamodule.lmdb_nam=x"]) == 2
     assert "lmdb_nam" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_existing_label_file_is_never_overwritten_silently(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "labels.csv"
+    out.write_text("image_id,class_name\nmine,Arable land\n")
+    assert main(labels_cmd(out, "--mode", "random")) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert out.read_text() == "image_id,class_name\nmine,Arable land\n"
+    npy = tmp_path / "fresh.npy"
+    npy.write_bytes(b"user data")
+    assert main(labels_cmd(tmp_path / "fresh.csv", "--mode", "random", "--npy")) == 2
+    assert npy.read_bytes() == b"user data" and not (tmp_path / "fresh.csv").exists()
+    assert main(labels_cmd(out, "--mode", "random", "--overwrite")) == 0
+    assert read_table(out).num_rows == len(train_split()[0])

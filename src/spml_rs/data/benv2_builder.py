@@ -1,6 +1,6 @@
 """Build the official reBEN LMDB from the extracted raw archives (``prepare benv2-lmdb``).
 
-Raw layout (datasets.md; one GeoTIFF per band):
+Raw layout (``docs/datasets_benv2.md``, section 1c; one GeoTIFF per band):
 
 * ``BigEarthNet-S2/<tile product>/<patch_id>/<patch_id>_<B01..B12,B8A>.tif`` -> key ``patch_id``
 * ``BigEarthNet-S1/<s1 product>/<s1_name>/<s1_name>_<VV|VH>.tif`` -> key ``s1_name``

@@ -44,9 +44,8 @@ BEN19_CLC_CODES: tuple[tuple[int, ...], ...] = (
     (244,), (311,), (312,), (313,), (321, 333), (322, 323), (324,), (331,), (411, 412),
     (421, 422), (511, 512), (521, 522, 523),
 )  # fmt: skip
-#: CLC codes that belong to no class (besides 0 = nodata).
-BEN19_UNLABELLED_CLC = (122, 123, 124, 131, 132, 133, 141, 142, 332, 334, 335, 423, 999)
-#: Index that :func:`clc_lookup_table` gives nodata and unlabelled codes.
+#: Index that :func:`clc_lookup_table` gives nodata (0) and every code of no class (CLC's
+#: unlabelled 122 123 124 131 132 133 141 142 332 334 335 423 999, or any other).
 NO_CLASS = len(BEN19_CLASSES)
 
 #: The same 19 names sorted alphabetically (ConfigILM, BIFOLD reBEN checkpoints).

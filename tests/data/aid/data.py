@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write a tiny fake AID-multilabel folder in the real layout (datasets.md, section 2).
+"""Write a tiny fake AID-multilabel folder in the real layout (``docs/datasets_aid.md``).
 
     python tests/data/aid/data.py [--size 64] [--out tests/data/aid]
 

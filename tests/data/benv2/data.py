@@ -42,7 +42,7 @@ CLASSES = (
     "Beaches, dunes, sands", "Inland wetlands", "Coastal wetlands", "Inland waters",
     "Marine waters",
 )  # fmt: skip
-# One CLC code per class (the first of datasets.md's list), plus codes of no class.
+# One CLC code per class (the first of each in classes.BEN19_CLC_CODES), plus codes of no class.
 CLASS_CODES = (111, 121, 211, 221, 231, 242, 243, 244, 311, 312, 313, 321, 322, 324, 331, 411,
                421, 511, 521)  # fmt: skip
 UNLABELLED_CODES = (122, 332, 999)
