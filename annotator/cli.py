@@ -42,6 +42,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train", help="split to annotate (AID: train, test, all; "
                         "benv2 and synthetic: train, val, test)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="annotate the first N images only")
+    group = parser.add_argument_group(
+        "hand edits", "when --out was edited by hand since the annotator wrote it (the default "
+        "start refuses, naming the differing images)"
+    )  # fmt: skip
+    edits = group.add_mutually_exclusive_group()
+    edits.add_argument("--adopt-edits", dest="edits", action="store_const", const="adopt",
+                       default="refuse", help="keep the edits: log them as your choices "
+                       "(a deleted row becomes a skip; U takes them back)")  # fmt: skip
+    edits.add_argument("--rebuild-from-log", dest="edits", action="store_const", const="rebuild",
+                       help="move the edited file aside (<name>.edited-<time>.csv) and rewrite "
+                       "it from the event log")  # fmt: skip
     group = parser.add_argument_group("reBEN")
     group.add_argument("--lmdb", default=None, help="LMDB folder name in --root "
                        "(default: found as dataset=benv2 finds it)")  # fmt: skip
@@ -77,7 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
     try:
         source = build_source(args)
-        store = AnnotationStore(args.out, args.annotator)
+        store = AnnotationStore(
+            args.out,
+            args.annotator,
+            edits=args.edits,
+            class_names=source.class_names,
+            image_ids=source.image_ids,
+        )
         session = AnnotationSession(
             source, store, order=args.order, seed=args.seed, limit=args.limit
         )

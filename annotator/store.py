@@ -20,6 +20,9 @@ the rows the others wrote before acting.
 After each action the label file ``<out>`` (``image_id,class_name,annotator,
 timestamp``; one row per labelled image, the format ``label_mode=manual``
 reads) is rewritten atomically (temporary file, fsync, rename) from the log.
+Before any rewrite, at start-up and whenever the file changed since this
+process wrote it, the file is compared with the log's replay: hand edits stop
+the store instead of being dropped (:mod:`annotator.label_edits`).
 """
 
 from __future__ import annotations
@@ -30,18 +33,30 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from annotator.label_edits import (
+    EDIT_POLICIES,
+    LABEL_COLUMNS,
+    HandEdits,
+    HandEditsError,
+    LabelRow,
+    adoption_actions,
+    edits_message,
+    find_hand_edits,
+    move_aside,
+    render_label_file,
+)
 from spml_rs.fileio import atomic_write_bytes, fsync_directory
 
 log = logging.getLogger(__name__)
 
 EVENT_COLUMNS = ("image_id", "class_name", "annotator", "timestamp", "action")
-LABEL_COLUMNS = ("image_id", "class_name", "annotator", "timestamp")
+__all__ = ["LABEL_COLUMNS", "AnnotationStore", "Event", "EventLog", "HandEditsError", "Replay"]
 ACTIONS = ("label", "skip", "undo")
 
 
@@ -129,6 +144,23 @@ class Replay:
         return image_id, after.class_name if after and after.action == "label" else ""
 
 
+def replay_of(events: Iterable[Event]) -> Replay:
+    """A fresh replay of ``events``."""
+    replay = Replay()
+    for event in events:
+        replay.apply(event)
+    return replay
+
+
+def label_rows(replay: Replay) -> dict[str, LabelRow]:
+    """The label file's rows of ``replay``: labelled images only (a skip has no row)."""
+    return {
+        image_id: (state.class_name, state.annotator, state.timestamp)
+        for image_id, state in replay.states.items()
+        if state.action == "label"
+    }
+
+
 def now() -> str:
     """UTC timestamp, ISO 8601 with milliseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -209,9 +241,23 @@ class AnnotationStore:
         out: the label file to export (``label_mode=manual`` reads it); the log
             is ``<out>.events.csv`` next to it.
         annotator: name written on this process's rows.
+        edits: what to do when ``out`` holds hand edits (rows the log's replay
+            does not): ``refuse`` (raise :class:`HandEditsError`), ``adopt`` (log
+            them as this annotator's choices) or ``rebuild`` (move the file
+            aside, rewrite it from the log).
+        class_names, image_ids: the dataset's classes and ids; ``adopt`` checks
+            every edited row against them (required with it).
     """
 
-    def __init__(self, out: str | Path, annotator: str) -> None:
+    def __init__(
+        self,
+        out: str | Path,
+        annotator: str,
+        *,
+        edits: str = "refuse",
+        class_names: Collection[str] | None = None,
+        image_ids: Collection[str] | None = None,
+    ) -> None:
         if not annotator or any(ch in annotator for ch in "\r\n"):
             raise ValueError(f"annotator name must be a non-empty single line, got {annotator!r}")
         self.out = Path(out)
@@ -223,6 +269,10 @@ class AnnotationStore:
                 f"{self.out} exists but has no event log {self.log_path}: it was not written by "
                 "the annotator; refusing to overwrite it (choose another --out)"
             )
+        if edits not in EDIT_POLICIES:
+            raise ValueError(f"edits must be one of {EDIT_POLICIES}, got {edits!r}")
+        if edits == "adopt" and (class_names is None or image_ids is None):
+            raise ValueError("edits='adopt' needs class_names and image_ids to check the rows")
         self.annotator = annotator
         # flock excludes other processes only: the server's threads also take this lock.
         self._thread_lock = threading.Lock()
@@ -230,8 +280,10 @@ class AnnotationStore:
         self.replay = Replay()
         with self.log.locked(exclusive=True):
             self._catch_up()
+            self._resolve_hand_edits(edits, class_names or (), image_ids or ())
             if self.replay.events:
                 self._export()
+            self._written = self._signature()
 
     def _catch_up(self) -> None:
         for event in self.log.read_new():
@@ -252,23 +304,71 @@ class AnnotationStore:
                 if preview is None:
                     return None
                 image_id, class_name = preview
-            event = Event(image_id, class_name, self.annotator, now(), action)
-            if action not in ACTIONS or any("\n" in f or "\r" in f for f in event.row()):
-                raise ValueError(f"cannot log {event}: unknown action or a line break in a field")
-            self.log.append(event)
-            self._catch_up()  # reads the row back: the replay holds what the disk holds
+            self._check_not_edited()
+            event = self._append(image_id, action, class_name)
             self._export()
         return event
 
+    def _append(self, image_id: str, action: str, class_name: str) -> Event:
+        """Log one action of this annotator (hold the exclusive lock, caught up)."""
+        event = Event(image_id, class_name, self.annotator, now(), action)
+        if action not in ACTIONS or any("\n" in f or "\r" in f for f in event.row()):
+            raise ValueError(f"cannot log {event}: unknown action or a line break in a field")
+        self.log.append(event)
+        self._catch_up()  # reads the row back: the replay holds what the disk holds
+        return event
+
     def _export(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(LABEL_COLUMNS)
-        for image_id in sorted(self.replay.states):
-            state = self.replay.states[image_id]
-            if state.action == "label":
-                writer.writerow([image_id, state.class_name, state.annotator, state.timestamp])
-        atomic_write_bytes(self.out, buffer.getvalue().encode("utf-8"))
+        atomic_write_bytes(self.out, render_label_file(label_rows(self.replay)))
+        self._written = self._signature()
+
+    # ------------------------------------------------------------- hand edits
+    def _signature(self) -> tuple[int, int, int] | None:
+        """Identity of the label file on disk: any rewrite or edit changes it."""
+        try:
+            st = os.stat(self.out)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _hand_edits(self) -> HandEdits | None:
+        events = self.replay.events
+
+        def before_last() -> dict[str, LabelRow]:
+            return label_rows(replay_of(events[:-1]))
+
+        return find_hand_edits(self.out, self.log_path, label_rows(self.replay), before_last)
+
+    def _resolve_hand_edits(
+        self, policy: str, class_names: Collection[str], image_ids: Collection[str]
+    ) -> None:
+        """At start-up: refuse, adopt or set aside the hand edits of the label file."""
+        edits = self._hand_edits()
+        if edits is None:
+            return
+        if policy == "refuse":
+            raise HandEditsError(edits_message(self.out, self.log_path, edits, self.annotator))
+        if policy == "rebuild":
+            moved = move_aside(self.out)
+            log.warning("moved the hand-edited %s aside to %s; rewriting it from %s",
+                        self.out, moved, self.log_path)  # fmt: skip
+            return
+        actions = adoption_actions(self.out, edits, class_names, image_ids)
+        for image_id, action, class_name in actions:
+            self._append(image_id, action, class_name)
+        log.warning("adopted %d hand edit(s) of %s into %s as choices of %r",
+                    len(actions), self.out, self.log_path, self.annotator)  # fmt: skip
+
+    def _check_not_edited(self) -> None:
+        """While running: refuse to record when the file changed by hand since the last export."""
+        if self._signature() == self._written:  # still the file this process wrote
+            return
+        edits = self._hand_edits()  # another annotator's export, or an edit?
+        if edits is not None:
+            raise HandEditsError(
+                "this choice was not recorded: "
+                + edits_message(self.out, self.log_path, edits, self.annotator)
+            )
 
     def close(self) -> None:
         self.log.close()

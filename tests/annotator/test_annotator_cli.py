@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,48 @@ def test_bad_inputs_are_refused_with_a_clear_message(aid_root: Path, tmp_path: P
         "--dataset", "aid", "--root", str(aid_root), "--out", "l.csv", "--limit", "0", cwd=tmp_path
     )
     assert result.returncode == 2 and "limit must be positive" in result.stderr
+
+
+def test_hand_edits_refuse_the_start_and_both_flags_resolve_them(
+    aid_root: Path, tmp_path: Path, start_server
+) -> None:
+    from annotator.store import AnnotationStore
+
+    out = tmp_path / "labels.csv"
+    store = AnnotationStore(out, "alice")
+    store.record("airport_1", "label", "airplane")
+    store.close()
+    edited = out.read_text().replace(",airplane,", ",sea,")
+    out.write_text(edited)
+    args = ["--dataset", "aid", "--root", str(aid_root), "--out", str(out), "--annotator", "bob"]
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"{out} was edited by hand" in result.stderr
+    assert "airport_1 (file: 'sea', log: 'airplane')" in result.stderr
+    assert "--adopt-edits" in result.stderr and "--rebuild-from-log" in result.stderr
+    assert out.read_text() == edited
+    result = run_cli(*args, "--adopt-edits", "--rebuild-from-log", cwd=tmp_path)
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+    start_server(*args, "--adopt-edits").kill()
+    assert out.read_text().splitlines()[1].startswith("airport_1,sea,bob,")
+    out.write_text(edited)  # edited again (bob's adopted row is replaced by the old one)
+    start_server(*args, "--rebuild-from-log").kill()
+    assert out.read_text().splitlines()[1].startswith("airport_1,sea,bob,")  # from the log
+    assert [p.read_text() for p in tmp_path.glob("labels.edited-*.csv")] == [edited]
+
+
+def test_an_edit_while_serving_answers_409_and_writes_nothing(
+    aid_root: Path, tmp_path: Path, start_server
+) -> None:
+    from test_annotator_security import request
+
+    out = tmp_path / "labels.csv"
+    server = start_server("--dataset", "aid", "--root", str(aid_root), "--out", str(out))
+    image_id = json.loads(request(server.url, "/api/resume")[1])["image_id"]
+    assert request(server.url, "/api/skip", "POST", {"image_id": image_id})[0] == 200
+    out.write_text("image_id,class_name,annotator,timestamp\nairport_2,sea,me,now\n")
+    status, data = request(server.url, "/api/skip", "POST", {"image_id": "airport_2"})
+    assert status == 409
+    assert "not recorded" in json.loads(data)["error"] and str(out) in json.loads(data)["error"]
+    assert out.read_text().endswith("airport_2,sea,me,now\n")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annotator.store import EVENT_COLUMNS, LABEL_COLUMNS, AnnotationStore
+from annotator.store import EVENT_COLUMNS, LABEL_COLUMNS, AnnotationStore, Event, HandEditsError
 from spml_rs.label_files import read_single_positives
 
 CLASSES = ("airplane", "bare-soil", "buildings", "cars", "sea")
@@ -168,3 +168,106 @@ def test_concurrent_processes_never_corrupt_the_log(tmp_path: Path) -> None:
     # the last write of id k is i = 110 + k (k < 40); odd i wrote "sea"
     assert labels == expected
     assert np.unique([row["annotator"] for row in log_rows]).tolist() == ["ann_a", "ann_b"]
+
+
+def labelled_then_edited(tmp_path: Path) -> tuple[Path, str]:
+    """alice labels img_0..img_2; then the file is edited by hand: its text afterwards."""
+    out = tmp_path / "labels.csv"
+    store = AnnotationStore(out, "alice")
+    for image_id, name in [("img_0", "sea"), ("img_1", "cars"), ("img_2", "airplane")]:
+        store.record(image_id, "label", name)
+    store.close()
+    lines = out.read_text().splitlines()
+    lines[2] = lines[2].replace(",cars,", ",buildings,")  # img_1: another class
+    del lines[3]  # img_2: row deleted
+    lines.append("img_4,sea,alice,2025-03-01T10:00:00.000+00:00")  # img_4: row added
+    out.write_text("\n".join(lines) + "\n")
+    return out, out.read_text()
+
+
+def test_hand_edits_stop_the_start_and_offer_both_ways_out(tmp_path: Path) -> None:
+    out, edited = labelled_then_edited(tmp_path)
+    with pytest.raises(HandEditsError) as caught:
+        AnnotationStore(out, "alice")
+    message = str(caught.value)
+    for expected in (str(out), f"{out}.events.csv", "3 image(s)", "--adopt-edits",
+                     "--rebuild-from-log", "img_1 (file: 'buildings', log: 'cars')",
+                     "img_2 (file: no row, log: 'airplane')", "img_4 (file: 'sea', log: no row)"):  # fmt: skip
+        assert expected in message, message
+    assert out.read_text() == edited  # nothing was rewritten
+    assert len(rows(out.with_name("labels.csv.events.csv"))) == 3  # nor logged
+
+
+def test_adopted_edits_are_logged_choices_that_undo_takes_back(tmp_path: Path) -> None:
+    out, _ = labelled_then_edited(tmp_path)
+    store = AnnotationStore(out, "bob", edits="adopt", class_names=CLASSES, image_ids=IDS)
+    edited = {"img_0": "sea", "img_1": "buildings", "img_4": "sea"}
+    assert exported(out) == edited
+    events = rows(store.log_path)[3:]
+    assert [(r["image_id"], r["class_name"], r["annotator"], r["action"]) for r in events] == [
+        ("img_1", "buildings", "bob", "label"),
+        ("img_2", "", "bob", "skip"),  # a deleted row: the image has no label now
+        ("img_4", "sea", "bob", "label"),
+    ]
+    store.close()
+    store = AnnotationStore(out, "bob")  # the edits are in the log: a plain start works
+    assert exported(out) == edited
+    for _ in range(3):
+        store.record("", "undo")
+    assert exported(out) == {"img_0": "sea", "img_1": "cars", "img_2": "airplane"}
+
+
+def test_edits_with_unknown_classes_or_ids_are_not_adopted(tmp_path: Path) -> None:
+    out, edited = labelled_then_edited(tmp_path)
+    out.write_text(edited.replace("img_4,sea,", "img_4,volcano,"))
+    with pytest.raises(HandEditsError, match=r"line 4: class 'volcano' of image 'img_4'.*expected"):
+        AnnotationStore(out, "bob", edits="adopt", class_names=CLASSES, image_ids=IDS)
+    out.write_text(edited.replace("img_4,", "img_99,"))
+    with pytest.raises(HandEditsError, match=r"line 4: image 'img_99' is not an image"):
+        AnnotationStore(out, "bob", edits="adopt", class_names=CLASSES, image_ids=IDS)
+    out.write_text(edited.replace("timestamp", "timestamp,note"))
+    with pytest.raises(HandEditsError, match=r"cannot adopt the edits, its header.*rebuild"):
+        AnnotationStore(out, "bob", edits="adopt", class_names=CLASSES, image_ids=IDS)
+    assert len(rows(out.with_name("labels.csv.events.csv"))) == 3  # nothing was adopted
+    with pytest.raises(ValueError, match="needs class_names and image_ids"):
+        AnnotationStore(out, "bob", edits="adopt")
+
+
+def test_rebuild_from_log_moves_the_edited_file_aside(tmp_path: Path) -> None:
+    out, edited = labelled_then_edited(tmp_path)
+    AnnotationStore(out, "alice", edits="rebuild").close()
+    assert exported(out) == {"img_0": "sea", "img_1": "cars", "img_2": "airplane"}
+    (aside,) = tmp_path.glob("labels.edited-*.csv")
+    assert aside.read_text() == edited  # kept, never deleted
+    out.write_text(edited)  # edited again: a second move never replaces the first
+    AnnotationStore(out, "alice", edits="rebuild").close()
+    assert sorted(p.read_text() for p in tmp_path.glob("labels.edited-*.csv")) == [edited] * 2
+
+
+def test_a_crash_before_the_export_is_not_a_hand_edit(tmp_path: Path) -> None:
+    """The log holds one event more than the file, written after it: rewrite, do not refuse."""
+    out = tmp_path / "labels.csv"
+    store = AnnotationStore(out, "alice")
+    store.record("img_0", "label", "sea")
+    with store.log.locked(exclusive=True):  # what record() does, up to the crash point
+        store.log.append(Event("img_1", "cars", "alice", "2025-03-01T10:00:00.000+00:00", "label"))
+    store.close()
+    AnnotationStore(out, "alice").close()
+    assert exported(out) == {"img_0": "sea", "img_1": "cars"}
+    # The same file content, edited by hand after the log was written, is an edit.
+    out.write_text(out.read_text().splitlines()[0] + "\n" + out.read_text().splitlines()[1] + "\n")
+    with pytest.raises(HandEditsError, match=r"img_1 \(file: no row"):
+        AnnotationStore(out, "alice")
+
+
+def test_an_edit_while_running_is_refused_not_overwritten(tmp_path: Path) -> None:
+    out = tmp_path / "labels.csv"
+    alice, bob = AnnotationStore(out, "alice"), AnnotationStore(out, "bob")
+    alice.record("img_0", "label", "sea")
+    bob.record("img_1", "label", "cars")  # another process's export is not an edit
+    alice.record("img_2", "label", "cars")
+    edited = out.read_text().replace("img_0,sea,", "img_0,airplane,")
+    out.write_text(edited)
+    with pytest.raises(HandEditsError, match=r"not recorded: .*img_0 \(file: 'airplane'"):
+        bob.record("img_3", "label", "sea")
+    assert out.read_text() == edited and len(rows(alice.log_path)) == 3
