@@ -90,12 +90,13 @@ class AnnotationSession:
         return image_id
 
     def check_class(self, image_id: str, class_name: object, batch: object) -> str:
-        if class_name not in self.source.class_names:
+        if not isinstance(class_name, str) or class_name not in self.source.class_names:
             raise InvalidRequest(
                 f"unknown class {class_name!r}; expected one of {list(self.source.class_names)}"
             )
         batches = candidate_batches(self.source.class_names, image_id, self.seed)
-        if not isinstance(batch, int) or not 0 <= batch < len(batches):
+        # bool is an int subclass: True must not pass as batch 1
+        if isinstance(batch, bool) or not isinstance(batch, int) or not 0 <= batch < len(batches):
             raise InvalidRequest(f"batch must be an integer in [0, {len(batches)}), got {batch!r}")
         if class_name not in batches[batch]:
             raise InvalidRequest(

@@ -87,6 +87,10 @@ def test_choices_are_validated(tmp_path: Path) -> None:
         session.label("img_99", shown[0][0], 0)
     with pytest.raises(InvalidRequest, match="batch must be"):
         session.label("img_0", shown[0][0], 7)
+    with pytest.raises(InvalidRequest, match=r"batch must be an integer .* got True"):
+        session.label("img_0", shown[1][0], True)  # JSON true is not batch 1
+    with pytest.raises(InvalidRequest, match="unknown class"):
+        session.label("img_0", [shown[0][0]], 0)
     assert not (tmp_path / "l.csv").exists()
 
 
