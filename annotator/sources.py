@@ -222,8 +222,9 @@ def synthetic_source(
     ``num_train``/``num_val``/``num_test``/``image_size`` like the dataset config.
     """
     from spml_rs.data.synthetic import SceneCache
+    from spml_rs.data.synthetic_scenes import sized_preset
 
-    scenes = SceneCache(preset, seed=seed, root=root or None, **(sizes or {}))
+    scenes = SceneCache(sized_preset(preset, **(sizes or {})), seed=seed, root=root or None)
     ids, _ = scenes.split_labels(split)
     images = scenes.scenes[split].images
     # Multispectral bands are in ESA order (B02 B03 B04 ...): bands 2, 1, 0 mimic true colour.

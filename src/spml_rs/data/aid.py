@@ -98,14 +98,8 @@ class AIDDataModule(SPMLDataModule[AIDIndex]):
         decode_size: int | None = None,
         **options: Unpack[DataModuleOptions],
     ) -> None:
-        index = AIDIndex(
-            root,
-            label_file=label_file,
-            fallback_label_file=fallback_label_file,
-            val_fraction=val_fraction,
-            val_size=val_size,
-            val_seed=val_seed,
-        )
+        # The index's parameters are named like ours (DatasetIndex.from_config).
+        index = AIDIndex.from_config(locals())
         super().__init__(index, **options)
         self.image_size = image_size
         self.decode_size = decode_size

@@ -287,9 +287,7 @@ def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
 def unknown_parameters_message(cls: type, unknown: list[str]) -> str:
     """``cls`` was given keys it does not take: name them, a close match, and the real ones."""
     own = [
-        name
-        for name, p in inspect.signature(cls).parameters.items()
-        if p.kind is p.KEYWORD_ONLY
+        name for name, p in inspect.signature(cls).parameters.items() if p.kind is p.KEYWORD_ONLY
     ]
     known = sorted({*own, *DataModuleOptions.__annotations__})
     guesses = {key: difflib.get_close_matches(key, known, n=1) for key in unknown}

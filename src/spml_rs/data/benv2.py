@@ -83,16 +83,8 @@ class BENv2DataModule(SPMLDataModule[BENv2Index]):
         **options: Unpack[DataModuleOptions],
     ) -> None:
         layout = BandLayout(bands, interpolation)
-        index = BENv2Index(
-            root,
-            metadata_name=metadata_name,
-            snow_cloud_metadata_name=snow_cloud_metadata_name,
-            include_snow_cloud=include_snow_cloud,
-            lmdb_name=lmdb_name,
-            split_lmdb_names=split_lmdb_names,
-            readahead=readahead,
-            with_s1="s1" in layout.sources,
-        )
+        # The index's parameters are named like ours (DatasetIndex.from_config).
+        index = BENv2Index.from_config({**locals(), "with_s1": "s1" in layout.sources})
         super().__init__(index, **options)
         self.layout = layout
         self.max_samples = {split: (max_samples or {}).get(split) for split in SPLITS}

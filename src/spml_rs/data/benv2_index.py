@@ -223,8 +223,9 @@ class BENv2Index(DatasetIndex):
         self,
         split: str = "train",
         reference_maps: str | Path | None = None,
-        chunk: int = 1024,
+        *,
         progress: Callable[[int], None] | None = None,
+        chunk: int = 1024,
     ) -> np.ndarray:
         """(N, 19) reference-map pixels per class of ``split``, in index order.
 

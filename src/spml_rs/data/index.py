@@ -17,15 +17,16 @@ import abc
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from spml_rs import labels as spl
 
-SPLITS = ("train", "val", "test")
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
-IndexT = TypeVar("IndexT", bound="DatasetIndex")
+SPLITS = ("train", "val", "test")
 
 
 class DatasetIndex(abc.ABC):
@@ -47,8 +48,13 @@ class DatasetIndex(abc.ABC):
     reads_files: ClassVar[bool] = True
 
     @classmethod
-    def from_config(cls: type[IndexT], config: Mapping[str, Any]) -> IndexT:
-        """The index of a datamodule config: its keys that name parameters of this class."""
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """The index of a datamodule's arguments or config: its keys that name our parameters.
+
+        Datamodules build their index this way from their own arguments, and
+        ``prepare`` from a composed ``dataset.datamodule`` config, so both read
+        the same files the same way.
+        """
         parameters = inspect.signature(cls).parameters
         return cls(**{key: config[key] for key in parameters if key in config})
 
@@ -95,11 +101,8 @@ class ClassAreas(Protocol):
     """An index with pixel masks: per-class pixel counts, the source of Dominant labels."""
 
     def class_pixel_counts(
-        self,
-        split: str = "train",
-        reference_maps: str | Path | None = None,
-        chunk: int = 1024,
-        progress: Callable[[int], None] | None = None,
+        self, split: str, reference_maps: str | Path | None, *, progress: Callable[[int], None]
     ) -> np.ndarray:
-        """(N, C) pixels per class of each image of ``split``, in index order."""
+        """(N, C) pixels per class of each image of ``split`` (masks from ``reference_maps``
+        when given, else the dataset's own store), in index order; ``progress(n)`` per chunk."""
         ...

@@ -7,8 +7,9 @@ Full labels and per-class areas are known, so every label mode works.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -16,10 +17,17 @@ import torch
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.data.index import DatasetIndex
 from spml_rs.data.splits import SplitDataset
-from spml_rs.data.synthetic_scenes import SceneSplit, load_or_generate, scene_ids, sized_preset
+from spml_rs.data.synthetic_scenes import (
+    SIZE_KEYS,
+    ScenePreset,
+    SceneSplit,
+    load_or_generate,
+    scene_ids,
+    sized_preset,
+)
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
+    from typing_extensions import Self, Unpack
 
     from spml_rs.data.base import DataModuleOptions
 
@@ -28,10 +36,8 @@ class SceneCache(DatasetIndex):
     """The scenes of one preset and seed, generated once and cached under ``root``.
 
     Args:
-        preset: ``multispectral`` (10 bands, the 19 BigEarthNet classes) or ``rgb``
-            (3 bands, the 17 AID-multilabel classes).
-        seed: world and image seed; the data are a pure function of (preset, seed, sizes).
-        num_train, num_val, num_test, image_size: override the preset's sizes.
+        preset: the scenes' look and split sizes (:func:`sized_preset` from a name).
+        seed: world and image seed; the data are a pure function of (preset, seed).
         root: cache folder (default ``~/.cache/spml_rs``).
     """
 
@@ -39,23 +45,22 @@ class SceneCache(DatasetIndex):
     reads_files = False
 
     def __init__(
-        self,
-        preset: str = "multispectral",
-        *,
-        seed: int = 0,
-        num_train: int | None = None,
-        num_val: int | None = None,
-        num_test: int | None = None,
-        image_size: int | None = None,
-        root: str | Path | None = None,
+        self, preset: ScenePreset, *, seed: int = 0, root: str | Path | None = None
     ) -> None:
-        sizes = {"num_train": num_train, "num_val": num_val, "num_test": num_test}
-        self.preset = sized_preset(preset, **sizes, image_size=image_size)
-        self.name = f"synthetic_{preset}"
-        self.class_names = self.preset.class_names
+        self.preset = preset
+        self.name = f"synthetic_{preset.name}"
+        self.class_names = preset.class_names
         self.seed = seed
         self.root = root
         self._scenes: dict[str, SceneSplit] | None = None
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Self:
+        """From the datamodule's keys: the preset by name, its size overrides, seed, root."""
+        sizes = {key: config[key] for key in SIZE_KEYS}
+        return cls(
+            sized_preset(config["preset"], **sizes), seed=config["seed"], root=config["root"]
+        )
 
     @property
     def scenes(self) -> dict[str, SceneSplit]:
@@ -88,8 +93,11 @@ class SyntheticDataModule(SPMLDataModule[SceneCache]):
     """Synthetic scenes (``dataset=synthetic`` / ``synthetic_rgb``).
 
     Args:
-        preset, seed, num_train, num_val, num_test, image_size, root: the scenes,
-            see :class:`SceneCache`.
+        preset: ``multispectral`` (10 bands, the 19 BigEarthNet classes) or ``rgb``
+            (3 bands, the 17 AID-multilabel classes).
+        seed: world and image seed; the data are a pure function of (preset, seed, sizes).
+        num_train, num_val, num_test, image_size: override the preset's sizes.
+        root: cache folder (default ``~/.cache/spml_rs``).
         **options: label mode and loader settings, see :class:`SPMLDataModule`.
     """
 
@@ -107,15 +115,7 @@ class SyntheticDataModule(SPMLDataModule[SceneCache]):
         root: str | None = None,
         **options: Unpack[DataModuleOptions],
     ) -> None:
-        scenes = SceneCache(
-            preset,
-            seed=seed,
-            num_train=num_train,
-            num_val=num_val,
-            num_test=num_test,
-            image_size=image_size,
-            root=root,
-        )
+        scenes = SceneCache.from_config(locals())
         super().__init__(scenes, **options)
         self._stats: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -82,29 +82,27 @@ class ScenePreset:
     dtype: str = "uint16"
 
 
+#: name -> preset; positional fields: name, class_names, families, landscapes, num_bands
 PRESETS = {
-    "multispectral": ScenePreset(
-        name="multispectral",
-        class_names=BEN19_CLASSES,
-        families=_BEN19_FAMILIES,
-        landscapes=_BEN19_LANDSCAPES,
-        num_bands=10,
-    ),
-    "rgb": ScenePreset(
-        name="rgb",
-        class_names=AID17_CLASSES,
-        families=_AID17_FAMILIES,
-        landscapes=_AID17_LANDSCAPES,
-        num_bands=3,
-        dtype="uint8",
-    ),
+    preset.name: preset
+    for preset in (
+        ScenePreset("multispectral", BEN19_CLASSES, _BEN19_FAMILIES, _BEN19_LANDSCAPES, 10),
+        ScenePreset("rgb", AID17_CLASSES, _AID17_FAMILIES, _AID17_LANDSCAPES, 3, dtype="uint8"),
+    )
 }
+
+
+#: the preset fields a dataset config may override
+SIZE_KEYS = ("num_train", "num_val", "num_test", "image_size")
 
 
 def sized_preset(name: str, **sizes: int | None) -> ScenePreset:
     """The preset ``name`` with the split sizes / ``image_size`` given (None keeps the preset's)."""
     if name not in PRESETS:
         raise ValueError(f"unknown synthetic preset {name!r}; choose from {sorted(PRESETS)}")
+    unknown = sorted(set(sizes) - set(SIZE_KEYS))
+    if unknown:
+        raise ValueError(f"unknown synthetic size(s) {unknown}; expected some of {SIZE_KEYS}")
     given = {key: value for key, value in sizes.items() if value is not None}
     bad = {key: value for key, value in given.items() if int(value) < 1}
     if bad:
