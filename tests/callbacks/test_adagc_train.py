@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from omegaconf import DictConfig, open_dict
 
 from spml_rs.train import train
@@ -18,15 +20,32 @@ class Killed(RuntimeError):
 
 
 class KillAfterCheckpoint(L.Callback):
-    """Raise at validation end of trainer epoch ``epoch``, after ModelCheckpoint saved
-    ``last.ckpt`` and before any ``on_train_epoch_end`` (the detector's epoch processing)."""
+    """Raise right after ``last.ckpt`` of trainer epoch ``epoch`` (0-based) was written.
 
-    def __init__(self, epoch: int) -> None:
+    By default ``last.ckpt`` is written at the end of the epoch, after every other
+    callback's ``on_train_epoch_end``: the kill comes at the next epoch's start or, after
+    the last epoch, in ``on_train_end`` (general callbacks run before the method's, so
+    before AdaGC writes its end-of-fit plot). ``at_epoch_end`` is for runs that checkpoint
+    at validation end (``save_on_train_epoch_end=false``): the kill comes in
+    ``on_train_epoch_end``, before the detector has processed the epoch.
+    """
+
+    def __init__(self, epoch: int, at_epoch_end: bool = False) -> None:
         self.epoch = epoch
+        self.at_epoch_end = at_epoch_end
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
-            raise Killed(f"killed after epoch {self.epoch}")
+    def kill(self, trainer: L.Trainer, epoch: int, at_epoch_end: bool) -> None:
+        if trainer.current_epoch == epoch and self.at_epoch_end == at_epoch_end:
+            raise Killed(f"killed after the checkpoint of epoch {self.epoch}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.kill(trainer, self.epoch, at_epoch_end=True)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.kill(trainer, self.epoch + 1, at_epoch_end=False)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.kill(trainer, self.epoch + 1, at_epoch_end=False)  # current_epoch = max_epochs
 
 
 def logged(run_dir: Path, key: str) -> list[float]:
@@ -135,21 +154,32 @@ RESUME_OVERRIDES = (
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dict:
+def uninterrupted_run(
+    tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
+) -> tuple[Path, dict]:
+    """(run directory, test metrics) of the reference run, never stopped."""
     from spml_testing import TINY, compose_config
 
     out = tmp_path_factory.mktemp("adagc_reference")
-    return train(compose_config([*TINY, *RESUME_OVERRIDES], out, cache_dir))
+    return out, train(compose_config([*TINY, *RESUME_OVERRIDES], out, cache_dir))
 
 
-def resume_after_kill(make_cfg, tmp_path: Path, kill_epoch: int) -> dict:
-    cfg = make_cfg(*RESUME_OVERRIDES)
-    add_callback(cfg, "killer", f"{__name__}.KillAfterCheckpoint", epoch=kill_epoch)
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run: tuple[Path, dict]) -> dict:
+    return uninterrupted_run[1]
+
+
+def resume_after_kill(
+    make_cfg, tmp_path: Path, kill_epoch: int, *extra: str, at_epoch_end: bool = False
+) -> dict:
+    cfg = make_cfg(*RESUME_OVERRIDES, *extra)
+    killer = f"{__name__}.KillAfterCheckpoint"
+    add_callback(cfg, "killer", killer, epoch=kill_epoch, at_epoch_end=at_epoch_end)
     with pytest.raises(Killed):
         train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
-    assert last.is_file()
-    resumed = make_cfg(*RESUME_OVERRIDES, f"ckpt_path={last}")
+    shutil.copyfile(last, tmp_path / "killed.ckpt")  # what the kill left, for inspection
+    resumed = make_cfg(*RESUME_OVERRIDES, *extra, f"ckpt_path={last}")
     return train(resumed)
 
 
@@ -168,12 +198,31 @@ def test_resume_after_the_trigger_matches_an_uninterrupted_run(
     assert json.loads((tmp_path / "results.json").read_text())["epochs_trained"] == 4
 
 
+def test_resume_after_the_last_checkpoint_rewrites_the_plot(
+    make_cfg, tmp_path: Path, uninterrupted_run: tuple[Path, dict]
+) -> None:
+    """Killed after the last epoch's checkpoint, before the end of fit: the resumed run has
+    no epoch left to train and must still leave the complete plot (issue 12, item 9)."""
+    reference_dir, reference = uninterrupted_run
+    assert_same_results(reference, resume_after_kill(make_cfg, tmp_path, kill_epoch=3))
+    plot = (tmp_path / "early_learning.png").read_bytes()
+    assert plot == (reference_dir / "early_learning.png").read_bytes()
+
+
 @pytest.mark.slow
 def test_resume_during_the_trigger_matches_an_uninterrupted_run(
     make_cfg, tmp_path: Path, uninterrupted: dict
 ) -> None:
-    # killed after the trigger epoch's checkpoint, before the switch was processed
-    assert_same_results(uninterrupted, resume_after_kill(make_cfg, tmp_path, kill_epoch=1))
+    # killed after the trigger epoch's checkpoint, before the switch was processed: the
+    # checkpoint is taken at validation end, and the kill comes before the detector's
+    # on_train_epoch_end, so the checkpoint holds the epoch's unprocessed signal sums
+    at_validation_end = "+callbacks.last_checkpoint.save_on_train_epoch_end=false"
+    resumed = resume_after_kill(
+        make_cfg, tmp_path, 1, at_validation_end, at_epoch_end=True
+    )  # fmt: skip
+    killed = torch.load(tmp_path / "killed.ckpt", weights_only=True)
+    assert killed["callbacks"]["EarlyLearningCallback"]["count"] > 0
+    assert_same_results(uninterrupted, resumed)
     assert logged(tmp_path, "adagc/stage")[-1] == 2.0
 
 
@@ -217,8 +266,6 @@ def test_detection_fires_on_a_memorising_run_rolls_back_and_plots(make_cfg, tmp_
 def test_rollback_restores_student_teacher_and_optimiser(make_cfg, tmp_path: Path) -> None:
     """Snapshots of the warm-up epochs restore the student, teacher, loss state and
     optimiser moments of that epoch (learning rates stay with the scheduler)."""
-    import torch
-
     from spml_rs.callbacks.early_learning import EarlyLearningCallback
     from spml_rs.callbacks.ema_teacher import EMATeacher
 

@@ -31,11 +31,13 @@ class EarlyLearningCallback(DeferredStateCallback):
 
     Signal: the mean over the epoch's clean training images of a sample-wise
     agreement of the ``source``'s predictions with the AN training targets
-    (``signal``). An epoch is
-    processed at its end, or at the next epoch start when a checkpoint taken at
-    validation end was resumed, so a resumed run switches exactly as an
-    uninterrupted one. The detector, the accumulators and the switch epoch are
-    the callback's checkpoint state; the stage is also saved with the loss.
+    (``signal``). An epoch is processed at its end. A checkpoint taken at
+    validation end holds the epoch's unprocessed sums, which the resumed run
+    processes (in the ``on_train_epoch_end`` Lightning replays, else at the next
+    epoch start), so a resumed run switches exactly as an uninterrupted one. The
+    detector, the accumulators and the switch epoch are the callback's
+    checkpoint state; the stage is also saved with the loss. The plot is written
+    at the switch and at the end of fit.
 
     Args:
         windows: detector window sizes (None: :func:`default_windows` of max_epochs).
@@ -147,7 +149,10 @@ class EarlyLearningCallback(DeferredStateCallback):
         values["adagc/windows_fired"] = float(len(self.detector.detections))
         pl_module.log_dict(values, on_step=False, on_epoch=True)
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_fit_end, not on_train_end: a run resumed from the last epoch's checkpoint
+        # trains no epoch and skips on_train_end, but its plot (written at the switch, or
+        # never) must still show every epoch
         self._write_plot(trainer)
 
     def _write_plot(self, trainer: L.Trainer) -> None:
