@@ -23,6 +23,7 @@ source's message, which the page shows in place of the picture.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -218,7 +219,8 @@ def json_type(value: object) -> str:
 
 
 def _shorten(value: object, limit: int = 60) -> str:
-    text = repr(value)
+    """``value`` as JSON (as the client wrote it), cut to ``limit`` characters."""
+    text = json.dumps(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

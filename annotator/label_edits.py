@@ -7,9 +7,11 @@ with the log's replay. So before each rewrite the store compares the file with
 the replay, row by row (``image_id -> (class_name, annotator, timestamp)``):
 
 * equal: the file is what the annotator wrote; rewrite it.
-* the file holds the replay *without the log's last event*, and the log was
-  written after the file: a crash between the log's fsync and the export. Every
-  row of the file is in the log, so rewriting it loses nothing.
+* the file holds the replay *without the log's last event*, and the file is not
+  newer than the log: a crash between the log's fsync and the export. Every row
+  of the file is in the log, so rewriting it loses nothing. (A person deleting
+  the last labelled row makes the file newer than the log: an edit.)
+* the file does not exist: rewritten from the log (nothing of it is lost).
 * anything else: hand edits. The store stops (:class:`HandEditsError`) with a
   message naming both files, the first differing image ids and the two ways out:
 
@@ -120,7 +122,7 @@ def find_hand_edits(
     """The hand edits of ``out`` (None: none), given the log's rows now and before its last event.
 
     A file that matches ``before_last()`` (computed only when needed) and is
-    older than the log is a crash between the log's append and the export, not
+    not newer than the log is a crash between the log's append and the export, not
     an edit (see the module doc). A missing file has no edits: the log rebuilds it.
     """
     if not out.exists():
@@ -129,7 +131,9 @@ def find_hand_edits(
     if file.problem is None:
         if file.rows == in_log:
             return None
-        log_is_newer = log_path.stat().st_mtime_ns > out.stat().st_mtime_ns
+        # mtimes advance by clock ticks (ms): equal means "written in the same tick", which
+        # a crash can do and a person editing the file cannot.
+        log_is_newer = log_path.stat().st_mtime_ns >= out.stat().st_mtime_ns
         if log_is_newer and file.rows == before_last():
             return None
     return HandEdits(differences(file.rows, in_log), file)
@@ -154,8 +158,8 @@ def edits_message(out: Path, log_path: Path, edits: HandEdits, annotator: str) -
         f"{out} was edited by hand: {found}. The annotator rewrites this file from the log, "
         "which would drop the edits, so it stops. Start it again with one of:\n"
         f"  {FLAGS['adopt']:<18}  keep the edits: {adopt}\n"
-        f"  {FLAGS['rebuild']:<18}  drop them from {out.name}: move the edited file aside to "
-        f"{aside_name(out).name} and rewrite {out.name} from the log"
+        f"  {FLAGS['rebuild']:<18}  rewrite {out.name} from the log, after moving the edited "
+        f"file aside to {out.stem}.edited-<UTC time>{out.suffix} (kept, never deleted)"
     )
 
 

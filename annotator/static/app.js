@@ -40,11 +40,15 @@ async function run(action, timed) {
 
 async function show(next, start) {
   const image = $("image");
-  // Decode off-screen first so the swap is instant and the old picture never flickers.
-  const loader = new Image();
-  loader.src = next.image_url;
-  await loader.decode();
-  image.src = next.image_url;
+  const problem = await decodeImage(next);
+  if (problem === null) {
+    image.src = next.image_url;
+  } else {
+    image.removeAttribute("src");  // no broken-image icon, no stale picture
+  }
+  const error = $("image-error");
+  error.hidden = problem === null;
+  error.textContent = problem ?? "";
   image.classList.toggle("pixelated", next.pixelated);
   item = next;
   render();
@@ -55,6 +59,35 @@ async function show(next, start) {
     requestAnimationFrame(() => latencies.push(performance.now() - start));
   }
   if (next.prefetch) new Image().src = next.prefetch;
+}
+
+// Decode off-screen first so the swap is instant and the old picture never flickers.
+// null when the picture is ready; otherwise what the page shows in its place: the
+// server's message (e.g. a corrupt LMDB value, with its key) or the browser's failure.
+async function decodeImage(next) {
+  const loader = new Image();
+  loader.src = next.image_url;
+  try {
+    await loader.decode();
+    return null;
+  } catch {
+    return `Image ${next.image_id} cannot be shown: ${await imageError(next.image_url)} ` +
+      "(S skips it).";
+  }
+}
+
+async function imageError(url) {
+  try {
+    const response = await fetch(url);
+    if (!response.ok) {
+      const data = await response.json().catch(() => ({}));
+      return data.error || `HTTP ${response.status} ${response.statusText}`;
+    }
+    const type = response.headers.get("Content-Type");
+    return `the browser cannot decode its ${type} data (${(await response.blob()).size} bytes)`;
+  } catch (error) {
+    return error.message;
+  }
 }
 
 function render() {

@@ -1,19 +1,25 @@
-"""Fixtures of the annotator tests: fake AID images and a real server process."""
+"""Fixtures of the annotator tests: fake AID images, a reBEN copy and a real server process."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.request import urlopen
 
+import lmdb
 import numpy as np
 import pytest
 from PIL import Image
 
+#: the committed tiny reBEN (official layout, LMDB and metadata)
+BENV2_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "benv2"
 #: a few AID scene folders with their image counts (real AID has 30 folders of ~80)
 AID_SCENES = {"Airport": 3, "BareLand": 2, "Beach": 3}
 CHROMIUM = Path("/usr/bin/chromium")
@@ -118,3 +124,30 @@ def browser() -> Iterator[object]:
         )
         yield instance
         instance.close()
+
+
+@pytest.fixture
+def corrupt_benv2_server(
+    tmp_path: Path, start_server: Callable[..., ServerProcess]
+) -> tuple[ServerProcess, str, Path]:
+    """A server on a copy of the reBEN fixture whose first train patch has a torn LMDB value.
+
+    Returns the server, that patch id and the label file. The value is cut after
+    the server listed its images and before any image was read (the source opens
+    the LMDB on the first read), as a disk error or an interrupted copy would.
+    """
+    root = tmp_path / "benv2"
+    root.mkdir()
+    for name in ("metadata.parquet", "metadata_for_patches_with_snow_cloud_or_shadow.parquet"):
+        shutil.copy(BENV2_FIXTURE / name, root / name)
+    shutil.copytree(BENV2_FIXTURE / "BigEarthNet-V2-LMDB", root / "BigEarthNet-V2-LMDB")
+    out = tmp_path / "benv2_manual.csv"
+    server = start_server("--dataset", "benv2", "--root", str(root), "--out", str(out),
+                          "--order", "dataset")  # fmt: skip
+    with urlopen(server.url + "/api/resume") as response:
+        first = json.load(response)["image_id"]
+    env = lmdb.open(str(root / "BigEarthNet-V2-LMDB"), map_size=1 << 26)
+    with env.begin(write=True) as txn:
+        txn.put(first.encode(), txn.get(first.encode())[:100])
+    env.close()
+    return server, first, out

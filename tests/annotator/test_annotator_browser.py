@@ -212,3 +212,25 @@ def _full_labels(cache_dir: Path, source: object) -> dict[str, set[str]]:
         image_id: {source.class_names[c] for c in np.flatnonzero(row)}
         for image_id, row in zip(source.image_ids, labels, strict=True)
     }
+
+
+def test_a_corrupt_reben_value_shows_its_message_and_key_in_the_page(
+    corrupt_benv2_server, page
+) -> None:
+    """A corrupt LMDB value: the page says which key and why, instead of a broken image."""
+
+    server, first, out = corrupt_benv2_server
+    page.open(server.url)
+    assert page.image_id == first
+    page.page.wait_for_selector("#image-error:not([hidden])")
+    message = page.page.text_content("#image-error")
+    assert first in message and "is not a valid safetensors dict" in message, message
+    assert "BigEarthNet-V2-LMDB" in message and "spml_rs.prepare benv2-lmdb" in message
+    assert page.page.get_attribute("#image", "src") is None  # no broken-image icon
+    assert page.page.text_content("#image-id") == first and len(page.candidates()) == 4
+
+    following = page.act(key="s")  # a corrupt image can be skipped; the next one shows
+    assert following != first
+    assert page.page.is_hidden("#image-error")
+    assert page.page.evaluate("document.getElementById('image').naturalWidth") == 120
+    assert [r["action"] for r in read_rows(out.with_name(out.name + ".events.csv"))] == ["skip"]

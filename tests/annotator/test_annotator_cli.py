@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -76,14 +78,25 @@ def test_hand_edits_refuse_the_start_and_both_flags_resolve_them(
 def test_an_edit_while_serving_answers_409_and_writes_nothing(
     aid_root: Path, tmp_path: Path, start_server
 ) -> None:
-    from test_annotator_security import request
-
     out = tmp_path / "labels.csv"
     server = start_server("--dataset", "aid", "--root", str(aid_root), "--out", str(out))
-    image_id = json.loads(request(server.url, "/api/resume")[1])["image_id"]
-    assert request(server.url, "/api/skip", "POST", {"image_id": image_id})[0] == 200
+    with urlopen(server.url + "/api/resume") as response:
+        image_id = json.load(response)["image_id"]
+    assert post(server.url + "/api/skip", {"image_id": image_id})[0] == 200
     out.write_text("image_id,class_name,annotator,timestamp\nairport_2,sea,me,now\n")
-    status, data = request(server.url, "/api/skip", "POST", {"image_id": "airport_2"})
+    status, body = post(server.url + "/api/skip", {"image_id": "airport_2"})
     assert status == 409
-    assert "not recorded" in json.loads(data)["error"] and str(out) in json.loads(data)["error"]
+    assert "not recorded" in body["error"] and f"{out} was edited by hand" in body["error"]
     assert out.read_text().endswith("airport_2,sea,me,now\n")
+    assert len(out.with_name("labels.csv.events.csv").read_text().splitlines()) == 2
+
+
+def post(url: str, body: object) -> tuple[int, dict]:
+    """POST ``body`` as JSON; the status and the JSON answer (also for 4xx)."""
+    data = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json"}
+    try:
+        with urlopen(Request(url, data, headers)) as response:
+            return response.status, json.load(response)
+    except HTTPError as error:
+        return error.code, json.load(error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import random
 import subprocess
 import sys
@@ -254,8 +255,10 @@ def test_a_crash_before_the_export_is_not_a_hand_edit(tmp_path: Path) -> None:
     store.close()
     AnnotationStore(out, "alice").close()
     assert exported(out) == {"img_0": "sea", "img_1": "cars"}
-    # The same file content, edited by hand after the log was written, is an edit.
-    out.write_text(out.read_text().splitlines()[0] + "\n" + out.read_text().splitlines()[1] + "\n")
+    # The same content, but written by hand after the log (a second later): an edit.
+    out.write_text("".join(out.read_text().splitlines(keepends=True)[:2]))
+    log_time = store.log_path.stat().st_mtime_ns
+    os.utime(out, ns=(log_time + 10**9, log_time + 10**9))
     with pytest.raises(HandEditsError, match=r"img_1 \(file: no row"):
         AnnotationStore(out, "alice")
 
