@@ -148,6 +148,11 @@ NOISE_WARNINGS = (
         r"`isinstance\(treespec, LeafSpec\)` is deprecated",
         r"lightning\.pytorch\.utilities\._pytree",
     ),
+    # mixed precision keeps float32 weights, which is the size the summary then reports
+    (
+        r"Precision \S+-mixed is not supported by the model summary",
+        r"lightning\.pytorch\.utilities\.model_summary",
+    ),
     # every logged value is logged per epoch too, so short epochs lose nothing
     (r"The number of training batches \(\d+\) is smaller than the logging interval", r"lightning"),
 )
@@ -155,6 +160,11 @@ NOISE_WARNINGS = (
 CSV_DIRECTORY_WARNING = (
     r"Experiment logs directory .* exists and is not empty",
     r"lightning\.fabric\.loggers\.csv_logs",
+)
+#: a resumed run's checkpoint directory holds its checkpoints; only news on a fresh start
+CHECKPOINT_DIRECTORY_WARNING = (
+    r"Checkpoint directory .* exists and is not empty",
+    r"lightning\.pytorch\.callbacks\.model_checkpoint",
 )
 NOISE_LOG_PREFIXES = (
     # Lightning's advertisements for its cloud products, logged at INFO on every run
@@ -179,14 +189,20 @@ class DropMessages(logging.Filter):
         return not record.getMessage().startswith(self.prefixes)
 
 
-def silence_known_noise(*, csv_log_exists: bool) -> None:
+def silence_known_noise(*, csv_log_exists: bool, resuming: bool) -> None:
     """Filter the warnings of :data:`NOISE_WARNINGS` and the log lines of :data:`NOISE_LOG_PREFIXES`.
 
     Args:
         csv_log_exists: the run directory holds a ``metrics.csv`` that Lightning's
             CSV logger will delete; then its warning about the directory is kept.
+        resuming: the run continues from a checkpoint, so its checkpoint directory
+            is expected to hold files (the warning is kept for a fresh start).
     """
-    noise = [*NOISE_WARNINGS, *([] if csv_log_exists else [CSV_DIRECTORY_WARNING])]
+    noise = [
+        *NOISE_WARNINGS,
+        *([] if csv_log_exists else [CSV_DIRECTORY_WARNING]),
+        *([CHECKPOINT_DIRECTORY_WARNING] if resuming else []),
+    ]
     for message, module in noise:
         warnings.filterwarnings("ignore", message=message, module=module)
     for name in NOISE_LOG_SOURCES:

@@ -43,7 +43,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ckpt_path = resume.checkpoint_to_resume(
             cfg.get("ckpt_path"), cfg.get("auto_resume", False), run_dir
         )
-        runtime.silence_known_noise(csv_log_exists=(run_dir / resume.METRICS_LOG).is_file())
+        runtime.silence_known_noise(
+            csv_log_exists=(run_dir / resume.METRICS_LOG).is_file(), resuming=ckpt_path is not None
+        )
         datamodule, module, trainer = builders.build_run(cfg, run_dir)
 
     metrics: dict[str, Any] = {}
