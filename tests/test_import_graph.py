@@ -24,6 +24,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "spml_rs.label_files",
         "spml_rs.results",
         "spml_rs.checkpoint_io",
+        "spml_rs.checkpoints",
         "spml_rs.data.classes",
     ),
     "data": ("spml_rs.data",),
@@ -31,7 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("spml_rs.models", "spml_rs.heads", "spml_rs.metrics"),
     "callbacks": ("spml_rs.callbacks",),
     "module": ("spml_rs.module",),
-    "wiring": ("spml_rs.builders", "spml_rs.resume"),
+    "wiring": ("spml_rs.builders", "spml_rs.resume", "spml_rs.run_config", "spml_rs.inference"),
     "report": ("spml_rs.report",),
     "entry": (
         "spml_rs",  # the package __init__ (lazy notebook API)

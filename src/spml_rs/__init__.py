@@ -6,7 +6,8 @@ lazily, so ``import spml_rs`` stays cheap and free of side effects:
 * ``spml_rs.compose(overrides)`` -- the packaged Hydra config as a DictConfig;
 * ``spml_rs.build(cfg)`` -- (datamodule, module, trainer);
 * ``spml_rs.fit(cfg)`` -- fit + test + results.json (what ``python -m spml_rs.train`` runs);
-* ``spml_rs.predict(module, datamodule, split)`` -- probabilities and labels of a split.
+* ``spml_rs.predict(module, datamodule, split)`` -- probabilities and labels of a split;
+  ``spml_rs.predict(ckpt_path, input)`` -- a checkpoint on unlabelled images (a table).
 
 ``spml_rs.train`` is the command-line entry point module (``spml_rs.train.train(cfg)``
 is the same function as ``spml_rs.fit``).

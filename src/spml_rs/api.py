@@ -72,18 +72,78 @@ def fit(cfg: DictConfig) -> dict[str, Any]:
     return train(cfg)
 
 
-@torch.no_grad()
 def predict(
-    module: SPMLModule,
-    datamodule: SPMLDataModule,
-    split: str = "test",
+    model: SPMLModule | str | Path,
+    data: SPMLDataModule | str | Path,
+    split: str | None = None,
     max_batches: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Probabilities of ``split`` with the full labels, preprocessed as in evaluation.
+    **options: Any,
+) -> Any:
+    """Probabilities of a split (a module) or of unlabelled images (a checkpoint).
 
-    Returns CPU tensors ``probs`` (N, C), ``labels`` (N, C) and ``images`` (N, ch, H, W),
-    the normalised images the model saw.
+    * ``predict(module, datamodule, split="test", max_batches=None)``: the
+      probabilities of a labelled split, with its full labels, preprocessed as in
+      evaluation; returns CPU tensors ``probs`` (N, C), ``labels`` (N, C) and
+      ``images`` (N, ch, H, W), the normalised images the model saw.
+    * ``predict(ckpt_path, input, split="all", **options)``: what
+      ``python -m spml_rs.predict`` does, from the checkpoint alone, for a reBEN
+      LMDB, a folder of JPEG/PNG images or a folder of GeoTIFF patches; returns the
+      pyarrow table (``image_id``, ``p_<class>``..., ``predicted``; ``.to_pandas()``
+      for a DataFrame). ``options`` are the keys of ``configs/predict.yaml``
+      (``thresholds=0.5 | "val" | <json>``, ``output=<.parquet | .csv>`` to also
+      write it, ``input_kind``, ``metadata``, ``band_names``, ``batch_size``,
+      ``num_workers``, ``device``, ``overwrite``, ``progress``, ``train_dir``) plus
+      ``overrides``: config overrides applied on top of the checkpoint's stored
+      config (e.g. ``["dataset.datamodule.root=/data/benv2"]``).
     """
+    if isinstance(model, SPMLModule):
+        if not isinstance(data, SPMLDataModule) or options:
+            raise TypeError(
+                "predict(module, datamodule, split, max_batches): a module needs its datamodule "
+                f"and takes no other options (got {sorted(options)})"
+            )
+        return _split_probabilities(model, data, split or "test", max_batches)
+    if max_batches is not None:
+        raise TypeError("predict(ckpt_path, input, ...): max_batches applies to a module only")
+    return _predict_checkpoint(model, data, split or "all", **options)
+
+
+def _predict_checkpoint(
+    ckpt_path: str | Path,
+    data: object,
+    split: str,
+    *,
+    overrides: Sequence[str] = (),
+    **options: Any,
+) -> Any:
+    from spml_rs.predict import predict as predict_images  # Hydra's app machinery, lazily
+
+    if not isinstance(data, str | Path):
+        raise TypeError(f"predict(ckpt_path, input): input must be a path, got {type(data)}")
+    settings = {"output": None, **options, "ckpt_path": str(ckpt_path), "input": str(data)}
+    given = [f"{k}={_override_value(v)}" for k, v in settings.items()] + [f"split={split}"]
+    cfg = compose([*given, *overrides], config_name="predict")
+    return predict_images(cfg, overrides=list(overrides))
+
+
+def _override_value(value: Any) -> str:
+    """A Python value as a Hydra override value: None -> null, lists, quoted strings."""
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "\\'") + "'"
+
+
+@torch.no_grad()
+def _split_probabilities(
+    module: SPMLModule, datamodule: SPMLDataModule, split: str, max_batches: int | None
+) -> dict[str, torch.Tensor]:
+    """See :func:`predict` (a module and its datamodule)."""
     module.eval()
     out: dict[str, list[torch.Tensor]] = {"probs": [], "labels": [], "images": []}
     for i, batch in enumerate(datamodule.dataloader(split)):

@@ -7,9 +7,11 @@ functions, so a notebook builds exactly what a command-line run builds.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
+import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,9 +28,21 @@ def build_datamodule(cfg: DictConfig) -> SPMLDataModule:
     return datamodule
 
 
+def build_net(cfg: DictConfig, info: DatasetInfo) -> torch.nn.Module:
+    """The backbone (with its head) sized by the dataset: ``in_chans`` inputs, one logit per class."""
+    net: torch.nn.Module = instantiate(
+        cfg.model.net, in_chans=info.in_chans, num_classes=info.num_classes
+    )
+    return net
+
+
 def build_module(cfg: DictConfig, info: DatasetInfo) -> SPMLModule:
-    """Backbone sized by the dataset, the method's loss, optimiser and scheduler."""
-    net = instantiate(cfg.model.net, in_chans=info.in_chans, num_classes=info.num_classes)
+    """Backbone sized by the dataset, the method's loss, optimiser and scheduler.
+
+    The module stores the resolved config, ``info`` and the config group choices in
+    its checkpoints (:mod:`spml_rs.checkpoints`).
+    """
+    net = build_net(cfg, info)
     # Partial first: Hydra would turn the DatasetInfo dataclass into a DictConfig.
     loss = instantiate(cfg.method.loss, _partial_=True)(info=info)
     scheduler = cfg.model.get("scheduler")
@@ -40,7 +54,22 @@ def build_module(cfg: DictConfig, info: DatasetInfo) -> SPMLModule:
         scheduler=instantiate(scheduler) if scheduler else None,
         channels_last=cfg.model.get("channels_last", "auto"),
         compile_net=cfg.model.get("compile", False),
+        run_config=cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)),
+        dataset_info=info,
+        config_choices=config_choices(),
     )
+
+
+def config_choices() -> dict[str, str] | None:
+    """The option chosen in each config group (``dataset: benv2``, ...) of a Hydra launch."""
+    if not HydraConfig.initialized():
+        return None
+    choices = HydraConfig.get().runtime.choices
+    return {
+        str(group): str(option)
+        for group, option in choices.items()
+        if not str(group).startswith("hydra/") and option is not None
+    }
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:

@@ -8,13 +8,16 @@ Mixup partners) and read the student's logits from the ``training_step`` output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import nn
 
+from spml_rs import checkpoints
+from spml_rs.dataset_info import DatasetInfo
 from spml_rs.methods.base import Batch, SPMLLoss
 from spml_rs.metrics import MultilabelScores
 
@@ -47,7 +50,20 @@ class SPMLModule(L.LightningModule):
             device, the CPU included), ``off``. YAML reads ``on``/``off`` as booleans,
             so ``True``/``False`` mean the same.
         compile_net: wrap the backbone's forward in ``torch.compile`` (config: ``model.compile``).
+        run_config: the run's composed, resolved config; with ``dataset_info`` and
+            ``config_choices`` it is stored in every checkpoint (hyperparameters), so that
+            evaluation and prediction need only the checkpoint, and a resumed run is
+            checked against it (:mod:`spml_rs.checkpoints`).
+        dataset_info: the :class:`DatasetInfo` the model and loss were sized by.
+        config_choices: config group -> chosen option (Hydra's runtime choices).
+
+    Evaluation state: ``val_thresholds`` (C,), the per-class thresholds tuned on the
+    last validation (:func:`spml_rs.metrics.best_f1_thresholds`; NaN before the first),
+    is a buffer, so every checkpoint carries the thresholds of its own validation and
+    ``test/F1_macro_valthr`` is reproducible from it alone.
     """
+
+    val_thresholds: torch.Tensor
 
     def __init__(
         self,
@@ -59,8 +75,20 @@ class SPMLModule(L.LightningModule):
         scheduler: SchedulerFactory | None = None,
         channels_last: ChannelsLast = "auto",
         compile_net: bool = False,
+        run_config: Mapping[str, Any] | None = None,
+        dataset_info: DatasetInfo | None = None,
+        config_choices: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
+        if run_config is not None:
+            self.save_hyperparameters(
+                {
+                    checkpoints.CONFIG_KEY: dict(run_config),
+                    checkpoints.INFO_KEY: asdict(dataset_info) if dataset_info else None,
+                    checkpoints.CHOICES_KEY: dict(config_choices) if config_choices else None,
+                },
+                logger=False,  # the loggers get the config from builders.build_run
+            )
         self.net = net
         self.loss = loss
         self.class_names = list(class_names)
@@ -68,8 +96,9 @@ class SPMLModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.channels_last = channels_last_mode(channels_last)
         self.compile_net = compile_net
-        self.val_scores = MultilabelScores(class_names)
+        self.val_scores = MultilabelScores(class_names, keep_predictions=True)
         self.test_scores = MultilabelScores(class_names)
+        self.register_buffer("val_thresholds", torch.full((len(class_names),), float("nan")))
         self._forward: Callable[[torch.Tensor], torch.Tensor] = self.net
 
     # ------------------------------------------------------------- forward
@@ -122,10 +151,14 @@ class SPMLModule(L.LightningModule):
         self.val_scores.update(torch.sigmoid(self(batch["image"]).float()), batch["label"])
 
     def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            # Before the checkpoint callbacks (on_validation_end) save this epoch's model.
+            self.val_thresholds.copy_(self.val_scores.tuned_thresholds())
         self._log_scores(self.val_scores, "val")
 
     def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self.test_scores.update(torch.sigmoid(self(batch["image"]).float()), batch["label"])
+        probs = torch.sigmoid(self(batch["image"]).float())
+        self.test_scores.update(probs, batch["label"], thresholds=self.val_thresholds)
 
     def on_test_epoch_end(self) -> None:
         self._log_scores(self.test_scores, "test")
@@ -139,6 +172,23 @@ class SPMLModule(L.LightningModule):
 
     def predict_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         return torch.sigmoid(self(batch["image"]).float())
+
+    # --------------------------------------------------------- checkpoints
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a different run's checkpoint; accept ones without thresholds.
+
+        A checkpoint written before ``val_thresholds`` existed gets NaN ("not tuned"),
+        so ``test/F1_macro_valthr`` is left out rather than computed at wrong thresholds.
+        """
+        state = checkpoint["state_dict"]
+        state.setdefault("val_thresholds", torch.full_like(self.val_thresholds, float("nan")))
+        trainer = self._trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return  # testing or validating a checkpoint is not resuming it
+        if checkpoints.CONFIG_KEY in self.hparams:
+            checkpoints.check_resumable(
+                checkpoint, self.hparams[checkpoints.CONFIG_KEY], trainer.ckpt_path or "?"
+            )
 
     # ---------------------------------------------------------- optimisers
     def configure_optimizers(self) -> Any:

@@ -16,7 +16,12 @@ from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
 
-LAST_CHECKPOINT = Path("checkpoints") / "last.ckpt"
+from spml_rs.checkpoints import check_is_checkpoint
+
+CHECKPOINT_DIR = Path("checkpoints")
+LAST_CHECKPOINT = CHECKPOINT_DIR / "last.ckpt"
+#: the best checkpoint's name (callbacks/default.yaml: ``best-epoch{epoch:03d}``)
+BEST_CHECKPOINTS = "best*.ckpt"
 METRICS_LOG = "metrics.csv"
 WANDB_LOGGER = "WandbLogger"
 
@@ -29,7 +34,11 @@ def run_directory(cfg: DictConfig) -> Path:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """``last`` means this run directory's ``checkpoints/last.ckpt``; a path must exist."""
+    """``last`` means this run directory's ``checkpoints/last.ckpt``; a path must exist.
+
+    The file must be a Lightning checkpoint (a torch archive): anything else is named
+    as such here, before Lightning's unpickler fails on it.
+    """
     if not ckpt_path:
         return None
     if ckpt_path == "last":
@@ -42,7 +51,35 @@ def resolve_ckpt_path(ckpt_path: str | None, run_dir: Path) -> str | None:
         return str(path)
     if not Path(ckpt_path).is_file():
         raise FileNotFoundError(f"ckpt_path: no such checkpoint file: {ckpt_path}")
+    check_is_checkpoint(ckpt_path)
     return ckpt_path
+
+
+def evaluated_checkpoint(ckpt_path: str, train_dir: Path) -> str:
+    """The checkpoint an evaluation reads: a file, or ``last`` / ``best`` of ``train_dir``.
+
+    ``last`` is ``train_dir/checkpoints/last.ckpt``; ``best`` the one
+    ``checkpoints/best*.ckpt`` of that run (the checkpoint its test scored). Evaluating
+    never writes into ``train_dir``.
+    """
+    if ckpt_path not in ("last", "best"):
+        if not Path(ckpt_path).is_file():
+            raise FileNotFoundError(f"ckpt_path: no such checkpoint file: {ckpt_path}")
+        return ckpt_path
+    hint = "set train_dir=<the training run's directory> (or ckpt_path=<file>)"
+    if ckpt_path == "last":
+        path = train_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"ckpt_path=last: no {path}; {hint}")
+        return str(path)
+    found = sorted((train_dir / CHECKPOINT_DIR).glob(BEST_CHECKPOINTS))
+    if len(found) != 1:
+        names = [p.name for p in found]
+        raise FileNotFoundError(
+            f"ckpt_path=best: expected one {BEST_CHECKPOINTS} in {train_dir / CHECKPOINT_DIR}, "
+            f"found {names}; {hint}"
+        )
+    return str(found[0])
 
 
 def checkpoint_to_resume(ckpt_path: str | None, auto_resume: bool, run_dir: Path) -> str | None:

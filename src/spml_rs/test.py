@@ -1,52 +1,68 @@
 """Evaluate a checkpoint: ``python -m spml_rs.test ckpt_path=FILE [split=val|test] [overrides]``.
 
-Only the backbone's weights are read from the checkpoint, so any method's
-checkpoint evaluates the same way. Pass the dataset/model overrides used for
-training. Writes ``results.json`` in the run directory and prints the table.
+The checkpoint is enough: it stores the training run's config, from which the
+datamodule and model are rebuilt (:mod:`spml_rs.run_config`); overrides win, e.g.
+``dataset.datamodule.root=<path>`` on another machine, ``trainer=cpu`` without a GPU.
+``ckpt_path=last`` / ``ckpt_path=best`` name a training run's checkpoints with
+``train_dir=<that run's directory>``.
+
+Only the network's weights (and the per-class validation thresholds of
+``F1_macro_valthr``) are read from the checkpoint, so any method's checkpoint
+evaluates the same way. The scores go to ``results_<split>_<time>.json`` in this
+evaluation's run directory and are printed; nothing of the training run is written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
-import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from omegaconf import DictConfig
 
-from spml_rs import builders, resume
-from spml_rs.results import print_metrics_table, write_results
-
-NET_PREFIX = "net."
-
-
-def load_backbone_weights(module: torch.nn.Module, ckpt_path: str) -> None:
-    """Copy the ``net.*`` weights of a Lightning checkpoint into ``module.net``."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    state = checkpoint.get("state_dict")
-    if state is None:
-        raise ValueError(f"{ckpt_path}: not a Lightning checkpoint (no 'state_dict')")
-    net_state = {k[len(NET_PREFIX) :]: v for k, v in state.items() if k.startswith(NET_PREFIX)}
-    if not net_state:
-        raise ValueError(f"{ckpt_path}: holds no backbone weights (no keys starting with 'net.')")
-    try:
-        module.net.load_state_dict(net_state)  # type: ignore[union-attr, operator]
-    except RuntimeError as error:
-        raise ValueError(
-            f"{ckpt_path}: backbone weights do not fit model={module.net.__class__.__name__} "
-            f"(pass the model/dataset overrides used for training): {error}"
-        ) from error
+from spml_rs import builders, checkpoints, resume, run_config
+from spml_rs.module import SPMLModule
+from spml_rs.results import print_metrics_table, write_evaluation_results
 
 
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
+def load_evaluated_state(module: SPMLModule, checkpoint: Mapping[str, Any], ckpt_path: str) -> None:
+    """The checkpoint's network weights and validation thresholds, into ``module``."""
+    checkpoints.load_net_weights(module.net, checkpoint, ckpt_path)
+    thresholds = checkpoints.stored_thresholds(checkpoint)
+    if thresholds is None:
+        rank_zero_warn(
+            f"{ckpt_path}: no validation thresholds in the checkpoint (written before they "
+            "were stored, or before its first validation): F1_macro_valthr is not reported"
+        )
+    else:
+        module.val_thresholds.copy_(thresholds)
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[str, Any]:
+    """Test (or validate) ``cfg.ckpt_path``; returns the metrics.
+
+    Args:
+        cfg: the composed ``test`` config.
+        overrides: the command line's overrides, applied on top of the checkpoint's
+            config; default: this Hydra job's.
+    """
     run_dir = resume.run_directory(cfg)
+    if cfg.ckpt_path is None:
+        raise ValueError("spml_rs.test needs ckpt_path=<checkpoint file> (or last / best)")
+    train_dir = Path(cfg.train_dir) if cfg.get("train_dir") else run_dir
+    ckpt_path = resume.evaluated_checkpoint(str(cfg.ckpt_path), train_dir)
+    checkpoint = checkpoints.read_checkpoint(ckpt_path)
+    given = run_config.task_overrides() if overrides is None else overrides
+    cfg = run_config.checkpoint_config(cfg, checkpoint, ckpt_path, given)
     L.seed_everything(cfg.seed, workers=True)
-    ckpt_path = resume.resolve_ckpt_path(cfg.ckpt_path, run_dir)
-    if ckpt_path is None:
-        raise ValueError("spml_rs.test needs ckpt_path=<checkpoint file>")
     datamodule = builders.build_datamodule(cfg)
-    module = builders.build_module(cfg, datamodule.info())
-    load_backbone_weights(module, ckpt_path)
+    info = checkpoints.stored_dataset_info(checkpoint) or datamodule.info()
+    run_config.check_inputs_match(datamodule, info, ckpt_path)
+    module = builders.build_module(cfg, info)
+    load_evaluated_state(module, checkpoint, ckpt_path)
     trainer = builders.build_trainer(cfg, [], builders.build_loggers(cfg))
     split = cfg.split
     if split == "test":
@@ -59,7 +75,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if trainer.is_global_zero:
         settings = builders.run_settings(cfg)
         settings.update(evaluated_checkpoint=ckpt_path, split=split)
-        path = write_results(run_dir, metrics, settings)
+        path = write_evaluation_results(run_dir, metrics, settings, split)
         print_metrics_table(metrics, split, title=f"{split} metrics of {ckpt_path} ({path})")
     return metrics
 
