@@ -10,7 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, f1_score
 
-from spml_rs.metrics import MultilabelScores
+from spml_rs.metrics import MultilabelScores, best_f1_thresholds
 
 NAMES = [f"class {i}" for i in range(6)]
 
@@ -78,6 +78,83 @@ def test_reset_forgets_previous_epoch() -> None:
 
 def test_metric_keys_follow_one_style() -> None:
     probs, labels = _seeded()
-    keys = _compute(probs, labels).keys()
-    pattern = re.compile(r"^(val|test)/(mAP_macro|mAP_micro|F1_macro|F1_micro|AP/.+)$")
+    scores = MultilabelScores(NAMES)
+    scores.update(probs, labels, thresholds=torch.full((len(NAMES),), 0.3))
+    keys = scores.compute("test").keys()
+    assert "test/F1_macro_valthr" in keys
+    pattern = re.compile(
+        r"^(val|test)/(mAP_macro|mAP_micro|F1_macro|F1_micro|F1_macro_valthr|AP/.+)$"
+    )
     assert all(pattern.match(k) for k in keys), keys
+
+
+def _brute_force_best_f1(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(best F1, highest threshold reaching it) over every cut ``p >= s`` at an observed score."""
+    best, at = -1.0, 0.0
+    for cut in sorted(set(scores.tolist()), reverse=True):
+        f1 = f1_score(labels, scores >= cut, zero_division=0)
+        if f1 > best + 1e-12:
+            best, at = f1, cut
+    return best, at
+
+
+def test_tuned_thresholds_reach_the_best_f1_of_a_brute_force_search() -> None:
+    probs, labels = _seeded(n=300, seed=3)  # scores rounded to 0.01: many ties
+    thresholds = best_f1_thresholds(probs, labels)
+    p, y = probs.numpy(), labels.numpy()
+    for c in range(len(NAMES)):
+        best, at = _brute_force_best_f1(p[:, c], y[:, c])
+        assert f1_score(y[:, c], p[:, c] > thresholds[c].item()) == pytest.approx(best), c
+        # the highest threshold among the maximisers, halfway to the next lower score
+        lower = p[:, c][p[:, c] < at].max()
+        assert thresholds[c].item() == pytest.approx((at + lower) / 2, abs=1e-6), c
+
+
+def test_class_without_validation_positives_keeps_half() -> None:
+    probs, labels = _seeded(seed=4)
+    labels[:, 1] = 0
+    thresholds = best_f1_thresholds(probs, labels)
+    assert thresholds[1].item() == 0.5
+    assert all(thresholds[c].item() != 0.5 for c in (0, 2, 3, 4, 5))
+
+
+def test_tuned_threshold_separates_adjacent_floats_and_the_lowest_score() -> None:
+    upper = torch.tensor(0.25)
+    lower = torch.nextafter(upper, torch.tensor(0.0))
+    # class 0: positives exactly at the higher of two adjacent floats; class 1: all positive
+    probs = torch.stack(
+        [torch.stack([upper, upper, lower, lower]), torch.tensor([0.9, 0.4, 0.2, 0.1])], 1
+    )
+    labels = torch.tensor([[1, 1], [1, 1], [0, 1], [0, 1]])
+    thresholds = best_f1_thresholds(probs, labels)
+    assert torch.equal(probs[:, 0] > thresholds[0], torch.tensor([True, True, False, False]))
+    assert bool((probs[:, 1] > thresholds[1]).all())
+
+
+def test_f1_at_validation_thresholds_matches_sklearn() -> None:
+    probs, labels = _seeded(seed=5)
+    thresholds = torch.tensor([0.2, 0.35, 0.5, 0.6, 0.45, 0.3])
+    scores = MultilabelScores(NAMES)
+    for p, y in zip(probs.chunk(4), labels.chunk(4), strict=True):
+        scores.update(p, y, thresholds=thresholds)
+    got = float(scores.compute("test")["test/F1_macro_valthr"])
+    pred = (probs > thresholds).numpy()
+    assert got == pytest.approx(f1_score(labels.numpy(), pred, average="macro"), abs=1e-6)
+
+
+def test_f1_at_validation_thresholds_is_left_out_when_they_were_never_tuned() -> None:
+    probs, labels = _seeded(seed=6)
+    scores = MultilabelScores(NAMES)
+    scores.update(probs, labels, thresholds=torch.full((len(NAMES),), float("nan")))
+    assert "test/F1_macro_valthr" not in scores.compute("test")
+
+
+def test_validation_scores_tune_on_everything_they_saw() -> None:
+    probs, labels = _seeded(seed=7)
+    scores = MultilabelScores(NAMES, keep_predictions=True)
+    for p, y in zip(probs.chunk(3), labels.chunk(3), strict=True):
+        scores.update(p, y)
+    assert torch.equal(scores.tuned_thresholds(), best_f1_thresholds(probs, labels))
+    scores.reset()
+    scores.update(probs[:50], labels[:50])
+    assert torch.equal(scores.tuned_thresholds(), best_f1_thresholds(probs[:50], labels[:50]))

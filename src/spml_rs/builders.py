@@ -29,7 +29,7 @@ def build_datamodule(cfg: DictConfig) -> SPMLDataModule:
 
 
 def build_net(cfg: DictConfig, info: DatasetInfo) -> torch.nn.Module:
-    """The backbone (with its head) sized by the dataset: ``in_chans`` inputs, one logit per class."""
+    """The network (backbone and head) sized by the dataset: in_chans inputs, C logits."""
     net: torch.nn.Module = instantiate(
         cfg.model.net, in_chans=info.in_chans, num_classes=info.num_classes
     )
