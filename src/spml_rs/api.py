@@ -116,7 +116,7 @@ def _predict_checkpoint(
     overrides: Sequence[str] = (),
     **options: Any,
 ) -> Any:
-    from spml_rs.predict import predict as predict_images  # Hydra's app machinery, lazily
+    from spml_rs.inference import predict_images
 
     if not isinstance(data, str | Path):
         raise TypeError(f"predict(ckpt_path, input): input must be a path, got {type(data)}")

@@ -1,6 +1,7 @@
 """A trained checkpoint applied to images: the network, batched probabilities, thresholds.
 
-Shared by ``python -m spml_rs.predict`` and :func:`spml_rs.api.predict`. The model
+:func:`predict_images` is the job of ``python -m spml_rs.predict`` and of
+:func:`spml_rs.api.predict` given a checkpoint. The model
 and the datamodule come from the checkpoint's stored config
 (:func:`spml_rs.run_config.checkpoint_config`); only the network's weights are
 loaded, and the datamodule is only asked for its device-side preprocessing (and, for
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 from omegaconf import DictConfig
 from rich.progress import track
@@ -22,8 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from spml_rs import builders, checkpoints, resume, run_config
 from spml_rs.data.base import SPMLDataModule
+from spml_rs.data.unlabelled import open_unlabelled
 from spml_rs.dataset_info import DatasetInfo
 from spml_rs.metrics import best_f1_thresholds
+from spml_rs.results import (
+    check_predictions_path,
+    predictions_table,
+    print_predictions_summary,
+    write_predictions,
+)
 
 Preprocess = Any  # Callable[[torch.Tensor], torch.Tensor]; Any: also a bound method
 AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
@@ -186,3 +195,51 @@ def thresholds_for(
         overwrite=overwrite,
     )
     return tuned, f"tuned on the validation split now, written to {path}"
+
+
+def predict_images(cfg: DictConfig, overrides: Sequence[str] | None = None) -> pa.Table:
+    """Predict ``cfg.input`` with ``cfg.ckpt_path``, write ``cfg.output``; returns the table.
+
+    Args:
+        cfg: the composed ``predict`` config (``output`` None: write nothing, as
+            :func:`spml_rs.api.predict` does unless asked).
+        overrides: the command line's overrides, applied on top of the checkpoint's
+            config; default: this Hydra job's.
+    """
+    output = None if cfg.output is None else Path(cfg.output)
+    if output is not None:
+        check_predictions_path(output, cfg.overwrite)  # before any work
+    given = run_config.task_overrides() if overrides is None else overrides
+    train_dir = Path(cfg.train_dir) if cfg.get("train_dir") else resume.run_directory(cfg)
+    predictor = load_predictor(cfg, given, train_dir=train_dir, device=cfg.device)
+    predictor.show_progress = bool(cfg.progress)
+    source = open_unlabelled(
+        cfg.input,
+        predictor.datamodule,
+        kind=cfg.input_kind,
+        metadata=cfg.metadata,
+        split=cfg.split,
+        band_names=tuple(cfg.band_names) if cfg.band_names else None,
+    )
+    thresholds, origin = thresholds_for(
+        cfg.thresholds,
+        predictor,
+        overwrite=cfg.overwrite,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+    )
+    probs = probabilities(
+        predictor,
+        source.images,
+        source.preprocess,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+    )
+    table = predictions_table(
+        source.images.ids.tolist(), probs.numpy(), predictor.class_names, thresholds.numpy()
+    )
+    if output is not None:
+        write_predictions(output, table, overwrite=cfg.overwrite)
+    if cfg.progress:
+        print_predictions_summary(table, output, source.kind, origin)
+    return table

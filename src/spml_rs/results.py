@@ -133,3 +133,23 @@ def write_predictions(path: Path, table: pa.Table, overwrite: bool = False) -> N
         joined = pc.binary_join(table.column("predicted"), ";")
         pa_csv.write_csv(table.set_column(index, "predicted", joined), buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def print_predictions_summary(
+    table: pa.Table, output: Path | None, kind: str, origin: str, rows: int = 5
+) -> None:
+    """The first rows (id, the three most likely classes, predicted) and where it all went."""
+    head = table.slice(0, rows).to_pylist()
+    where = f" -> {output}" if output is not None else ""
+    shown = Table(title=f"{table.num_rows} images ({kind}){where}; thresholds: {origin}")
+    for column in ("image_id", "top classes (p)", "predicted"):
+        shown.add_column(column)
+    for row in head:
+        probs = {k[2:]: v for k, v in row.items() if k.startswith("p_")}
+        top = sorted(probs.items(), key=lambda item: -item[1])[:3]
+        shown.add_row(
+            row["image_id"],
+            ", ".join(f"{name} ({p:.2f})" for name, p in top),
+            "; ".join(row["predicted"]) or "-",
+        )
+    Console().print(shown)

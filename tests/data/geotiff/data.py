@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import tifffile
-from rasterio.transform import from_origin
+from affine import Affine
 
 HERE = Path(__file__).resolve().parent
 BENV2 = HERE.parent / "benv2" / "BigEarthNet-S2"
@@ -52,7 +52,7 @@ def write_patch(path: Path, bands: dict[str, np.ndarray], order: tuple[str, ...]
     profile = {
         "driver": "GTiff", "height": SIDE, "width": SIDE, "count": len(order),
         "dtype": "uint16", "crs": f"EPSG:{EPSG[tile]}", "compress": "deflate", "predictor": 2,
-        "transform": from_origin(300_000 + 1_200 * x, 5_400_000 - 1_200 * y, 10, 10),
+        "transform": Affine(10, 0, 300_000 + 1_200 * x, 0, -10, 5_400_000 - 1_200 * y),
     }  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         for i, band in enumerate(order, start=1):
