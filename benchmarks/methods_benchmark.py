@@ -4,8 +4,9 @@
 Runs one Hydra multirun of ``python -m spml_rs.train`` over methods x label modes
 (Random, Dominant single positives) x seeds at benchmark sizes, then reads every
 job's ``results.json`` and writes a table of mean ± std over seeds of the test
-mAP (macro/micro) and F1 (macro/micro), in percent; rows are methods, column
-groups the label modes. The table goes to stdout and ``<sweep-dir>/methods_benchmark.md``.
+mAP (macro/micro), F1 (macro/micro) at 0.5 and F1 macro at per-class thresholds
+tuned on the validation split (``F1_macro_valthr``), in percent; rows are methods,
+column groups the label modes. The table goes to stdout and ``<sweep-dir>/methods_benchmark.md``.
 
     python benchmarks/methods_benchmark.py                       # the whole grid
     python benchmarks/methods_benchmark.py --methods an,epr --seeds 0 --epochs 2 --num-train 256

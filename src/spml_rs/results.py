@@ -138,18 +138,15 @@ def write_predictions(path: Path, table: pa.Table, overwrite: bool = False) -> N
 def print_predictions_summary(
     table: pa.Table, output: Path | None, kind: str, origin: str, rows: int = 5
 ) -> None:
-    """The first rows (id, the three most likely classes, predicted) and where it all went."""
-    head = table.slice(0, rows).to_pylist()
+    """The first rows (id, the three most likely classes, how many predicted) and where it went."""
     where = f" -> {output}" if output is not None else ""
-    shown = Table(title=f"{table.num_rows} images ({kind}){where}; thresholds: {origin}")
-    for column in ("image_id", "top classes (p)", "predicted"):
-        shown.add_column(column)
-    for row in head:
+    shown = Table(title=f"{table.num_rows} images ({kind}){where}\nthresholds: {origin}")
+    shown.add_column("image_id", overflow="fold")
+    shown.add_column("most likely (p)")
+    shown.add_column("predicted", justify="right")
+    for row in table.slice(0, rows).to_pylist():
         probs = {k[2:]: v for k, v in row.items() if k.startswith("p_")}
         top = sorted(probs.items(), key=lambda item: -item[1])[:3]
-        shown.add_row(
-            row["image_id"],
-            ", ".join(f"{name} ({p:.2f})" for name, p in top),
-            "; ".join(row["predicted"]) or "-",
-        )
+        likely = ", ".join(f"{name} ({p:.2f})" for name, p in top)
+        shown.add_row(row["image_id"], likely, f"{len(row['predicted'])} classes")
     Console().print(shown)
