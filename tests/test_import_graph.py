@@ -12,6 +12,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"spml_rs": ROOT / "src" / "spml_rs", "annotator": ROOT / "annotator"}
 
@@ -32,14 +34,25 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "model": ("spml_rs.models", "spml_rs.heads", "spml_rs.metrics"),
     "callbacks": ("spml_rs.callbacks",),
     "module": ("spml_rs.module",),
-    "wiring": ("spml_rs.builders", "spml_rs.resume", "spml_rs.run_config", "spml_rs.inference"),
+    # glue between the layers below: building objects from configs, resuming, process set-up,
+    # pretrained-weight adapters that know both the model and the band sets
+    "wiring": (
+        "spml_rs.builders",
+        "spml_rs.resume",
+        "spml_rs.run_config",
+        "spml_rs.inference",
+        "spml_rs.runtime",
+        "spml_rs.config_keys",
+        "spml_rs.torchgeo_weights",
+    ),
     "report": ("spml_rs.report",),
     "entry": (
-        "spml_rs",  # the package __init__ (lazy notebook API)
+        "spml_rs.__init__",  # the package itself (its lazy notebook API), see module_layer_name
         "spml_rs.api",
         "spml_rs.train",
         "spml_rs.test",
         "spml_rs.predict",
+        "spml_rs.pretrain",
         "spml_rs.prepare",
         "spml_rs.configs",
     ),
@@ -103,6 +116,9 @@ def graph() -> dict[str, set[str]]:
 
 
 def layer_of(module: str) -> str:
+    # The package is named "spml_rs", a prefix of every module: match it exactly, so that a new
+    # module matching no prefix is an error instead of silently joining the entry points.
+    module = "spml_rs.__init__" if module == "spml_rs" else module
     best = max(
         ((layer, prefix) for layer, prefixes in LAYERS.items() for prefix in prefixes
          if module == prefix or module.startswith(prefix + ".")),
@@ -173,4 +189,7 @@ def test_the_checks_catch_what_they_should() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer_of("spml_rs.data.classes") == "foundation"
     assert layer_of("spml_rs.data.benv2") == "data"
+    assert layer_of("spml_rs") == "entry"
+    with pytest.raises(AssertionError, match="in no layer"):
+        layer_of("spml_rs.new_module")
     assert "callbacks" not in ALLOWED["methods"]
