@@ -17,7 +17,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +212,11 @@ class LazyLMDB:
     def get_views(self, key: str) -> dict[str, np.ndarray]:
         """Decoded value of ``key`` as read-only views into the map (copy before keeping)."""
         return decode_view(self.view(key), key, self.path)
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The ``keys`` not in the LMDB, in one read transaction (``in`` resolves the path per key)."""
+        transaction = self._transaction()
+        return [key for key in keys if transaction.get(key.encode("utf-8")) is None]
 
     def __contains__(self, key: str) -> bool:
         return self._transaction().get(key.encode("utf-8")) is not None
