@@ -20,7 +20,9 @@ class Killed(RuntimeError):
 
 
 class KillAfterCheckpoint(L.Callback):
-    """Raise right after ``last.ckpt`` of trainer epoch ``epoch`` (0-based) was written.
+    """Raise right after ``last.ckpt`` of trainer epoch ``epoch`` (0-based) was written, once:
+    ``marker`` is written first, so the resumed run (whose config must equal the killed
+    one's, killer included) runs through.
 
     By default ``last.ckpt`` is written at the end of the epoch, after every other
     callback's ``on_train_epoch_end``: the kill comes at the next epoch's start or, after
@@ -30,13 +32,18 @@ class KillAfterCheckpoint(L.Callback):
     ``on_train_epoch_end``, before the detector has processed the epoch.
     """
 
-    def __init__(self, epoch: int, at_epoch_end: bool = False) -> None:
+    def __init__(self, epoch: int, marker: str, at_epoch_end: bool = False) -> None:
         self.epoch = epoch
+        self.marker = Path(marker)
         self.at_epoch_end = at_epoch_end
 
     def kill(self, trainer: L.Trainer, epoch: int, at_epoch_end: bool) -> None:
-        if trainer.current_epoch == epoch and self.at_epoch_end == at_epoch_end:
-            raise Killed(f"killed after the checkpoint of epoch {self.epoch}")
+        if trainer.current_epoch != epoch or self.at_epoch_end != at_epoch_end:
+            return
+        if self.marker.exists():
+            return
+        self.marker.write_text(f"killed after the checkpoint of epoch {self.epoch}\n")
+        raise Killed(f"killed after the checkpoint of epoch {self.epoch}")
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.kill(trainer, self.epoch, at_epoch_end=True)
@@ -172,15 +179,20 @@ def uninterrupted(uninterrupted_run: tuple[Path, dict]) -> dict:
 def resume_after_kill(
     make_cfg, tmp_path: Path, kill_epoch: int, *extra: str, at_epoch_end: bool = False
 ) -> dict:
-    cfg = make_cfg(*RESUME_OVERRIDES, *extra)
-    killer = f"{__name__}.KillAfterCheckpoint"
-    add_callback(cfg, "killer", killer, epoch=kill_epoch, at_epoch_end=at_epoch_end)
+    def config(*more: str) -> DictConfig:
+        cfg = make_cfg(*RESUME_OVERRIDES, *extra, *more)
+        killer = f"{__name__}.KillAfterCheckpoint"
+        marker = str(tmp_path / "killed.txt")
+        add_callback(
+            cfg, "killer", killer, epoch=kill_epoch, marker=marker, at_epoch_end=at_epoch_end
+        )
+        return cfg
+
     with pytest.raises(Killed):
-        train(cfg)
+        train(config())
     last = tmp_path / "checkpoints" / "last.ckpt"
     shutil.copyfile(last, tmp_path / "killed.ckpt")  # what the kill left, for inspection
-    resumed = make_cfg(*RESUME_OVERRIDES, *extra, f"ckpt_path={last}")
-    return train(resumed)
+    return train(config(f"ckpt_path={last}"))
 
 
 def assert_same_results(a: dict, b: dict) -> None:
