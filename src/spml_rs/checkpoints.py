@@ -61,6 +61,7 @@ MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
     "dataset.datamodule.num_workers",
     "dataset.datamodule.pin_memory",
     "dataset.datamodule.readahead",
+    "dataset.datamodule.verify",
     "dataset.datamodule.label_path",
     "label_mode.path",
     "model.net.weights_path",

@@ -23,7 +23,22 @@ LABEL_MODES = ("full", "random", "dominant", "manual")
 UNKNOWN = -1
 
 
-def random_positives(labels: np.ndarray, seed: int) -> np.ndarray:
+def plain_ids(ids: Sequence[object] | np.ndarray, limit: int = 5) -> list[str]:
+    """The first ``limit`` ids as plain ``str`` (a list of them prints ``['a', 'b']``,
+    never numpy's ``np.str_('a')`` reprs), for error messages."""
+    return [str(i) for i in list(ids[:limit])]
+
+
+def rows_named(rows: np.ndarray, ids: Sequence[object] | np.ndarray | None, limit: int = 5) -> str:
+    """``"(first: ['id', ...])"`` for error messages; ``"(first rows: [3, ...])"`` without ids."""
+    if ids is None:
+        return f"(first rows: {rows[:limit].tolist()})"
+    return f"(first: {plain_ids(np.asarray(ids)[rows], limit)})"
+
+
+def random_positives(
+    labels: np.ndarray, seed: int, *, ids: Sequence[str] | np.ndarray | None = None
+) -> np.ndarray:
     """Draw one true label per row, uniformly among the row's positives.
 
     Vectorised: every entry gets a uniform key, negatives get -1, and the
@@ -32,6 +47,7 @@ def random_positives(labels: np.ndarray, seed: int) -> np.ndarray:
     Args:
         labels: (N, C) binary array of full labels; every row needs a positive.
         seed: seed of the draw; the same seed always gives the same result.
+        ids: (N,) image ids, to name the images in errors (else row numbers).
 
     Returns:
         (N,) int64 class indices.
@@ -40,7 +56,7 @@ def random_positives(labels: np.ndarray, seed: int) -> np.ndarray:
     empty = np.flatnonzero(~labels.any(axis=1))
     if empty.size:
         raise ValueError(
-            f"{empty.size} image(s) have no positive label (first rows: {empty[:5].tolist()}); "
+            f"{empty.size} image(s) have no positive label {rows_named(empty, ids)}; "
             "a single positive cannot be drawn for them"
         )
     keys = np.random.default_rng(seed).random(labels.shape)
@@ -48,11 +64,14 @@ def random_positives(labels: np.ndarray, seed: int) -> np.ndarray:
     return keys.argmax(axis=1).astype(np.int64)
 
 
-def dominant_positives(class_areas: np.ndarray) -> np.ndarray:
+def dominant_positives(
+    class_areas: np.ndarray, *, ids: Sequence[str] | np.ndarray | None = None
+) -> np.ndarray:
     """Class with the largest area per image; ties go to the lowest class index.
 
     Args:
         class_areas: (N, C) pixel counts (or area fractions) per class.
+        ids: (N,) image ids, to name the images in errors (else row numbers).
 
     Returns:
         (N,) int64 class indices.
@@ -60,9 +79,7 @@ def dominant_positives(class_areas: np.ndarray) -> np.ndarray:
     areas = np.asarray(class_areas)
     empty = np.flatnonzero(areas.max(axis=1) <= 0)
     if empty.size:
-        raise ValueError(
-            f"{empty.size} image(s) have no labelled area (first rows: {empty[:5].tolist()})"
-        )
+        raise ValueError(f"{empty.size} image(s) have no labelled area {rows_named(empty, ids)}")
     # np.argmax returns the first maximum, which is the lowest class index.
     return areas.argmax(axis=1).astype(np.int64)
 

@@ -33,7 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from spml_rs import labels as spl
 from spml_rs.data.base import SPMLDataModule
-from spml_rs.data.benv2_builder import build_lmdb, discover
+from spml_rs.data.benv2_builder import build_lmdb, discover, unique_entries
 from spml_rs.data.index import ClassAreas, DatasetIndex
 from spml_rs.fileio import atomic_write_bytes
 from spml_rs.label_files import write_single_positives
@@ -59,7 +59,14 @@ def cmd_benv2_lmdb(args: argparse.Namespace) -> int:
     if not (args.s2 or args.s1 or args.reference_maps):
         console.print("[red]give at least one of --s2, --s1, --reference-maps[/red]")
         return 2
-    entries = discover(args.s2, args.s1, args.reference_maps, args.metadata or [])
+    entries, repeated = unique_entries(
+        discover(args.s2, args.s1, args.reference_maps, args.metadata or [])
+    )
+    if repeated:
+        console.print(
+            f"[yellow]{len(repeated)} key(s) appear more than once in the input, each is built "
+            f"once:[/yellow] {escape(str(spl.plain_ids(repeated, MAX_LISTED)))}"
+        )
     with _progress() as progress:
         task = progress.add_task(f"writing {args.out}", total=len(entries))
         report = build_lmdb(
@@ -134,7 +141,7 @@ def dominant_from_maps(
         counts = index.class_pixel_counts(
             "train", args.reference_maps, progress=lambda n: progress.advance(task, n)
         )
-    positives = spl.dominant_positives(counts)
+    positives = spl.dominant_positives(counts, ids=ids)
     bad = np.flatnonzero(labels[np.arange(len(ids)), positives] == 0)
     if not bad.size:
         return positives
@@ -149,7 +156,7 @@ def dominant_from_maps(
         console.print("nothing written; rerun with --restrict-to-labels to take the dominant "
                       "class among each image's metadata labels")  # fmt: skip
         return None
-    return spl.dominant_positives(counts * labels)
+    return spl.dominant_positives(counts * labels, ids=ids)
 
 
 def cmd_spml_labels(args: argparse.Namespace) -> int:
@@ -164,7 +171,7 @@ def cmd_spml_labels(args: argparse.Namespace) -> int:
     index.check_label_mode(args.mode)
     ids, labels = index.split_labels("train")
     if args.mode == "random":
-        positives = spl.random_positives(labels, args.seed)
+        positives = spl.random_positives(labels, args.seed, ids=ids)
     else:
         found = dominant_from_maps(index, ids, labels, args)
         if found is None:

@@ -55,6 +55,7 @@ def copy_root(tmp_path: Path) -> Path:
 
 
 def put(lmdb_dir: Path, key: str, value: bytes | None) -> None:
+    LazyLMDB(lmdb_dir).close()  # setup's key check opened it; py-lmdb opens a path once
     env = lmdb.open(str(lmdb_dir), map_size=1 << 27)
     with env.begin(write=True) as txn:
         if value is None:

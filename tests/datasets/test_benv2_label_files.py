@@ -34,7 +34,10 @@ def test_npy_indices_and_one_hot(tmp_path: Path) -> None:
     [
         (POSITIVES[:4], r"shape \(4,\), but the split has 5 images.*another split"),
         (one_hot(POSITIVES % 17, 17), r"one-hot rows of 17 classes, the dataset has 19"),
-        (np.array([0, 1, 19, 2, 3]), r"class indices must be in \[0, 19\); rows \[2\] hold \[19\]"),
+        (
+            np.array([0, 1, 19, 2, 3]),
+            r"must be in \[0, 19\); rows \[2\] \(images \['img_2'\]\) hold \[19\]",
+        ),
         (np.array([0.0, 1.0, 2.0, 3.0, 4.0]), r"class indices must be integers"),
         (
             one_hot(POSITIVES) + one_hot(np.array([1, 1, 1, 1, 1])),

@@ -8,6 +8,7 @@ Workers only decode images to uint8 (B, 3, H, W); resizing to ``image_size``
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,9 +18,10 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2.functional import resize
 
-from spml_rs.data.aid_index import AIDFormatError, AIDIndex, AIDSplit
+from spml_rs.data.aid_index import AIDFormatError, AIDIndex, AIDSplit, header_problem, image_header
 from spml_rs.data.base import SPMLDataModule
 from spml_rs.data.splits import SplitDataset
+from spml_rs.data.verify import Failures, collect
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -44,10 +46,7 @@ class AIDImages(SplitDataset):
     ) -> None:
         super().__init__(split.ids, split.labels, targets)
         self.paths = split.paths
-        if size is None:
-            with Image.open(self.paths[0]) as first:  # reads the header only
-                size = (first.height, first.width)
-        self.size = size
+        self.size = image_header(self.paths[0]) if size is None else size
 
     def read_image(self, index: int) -> np.ndarray:
         try:
@@ -84,6 +83,10 @@ class AIDDataModule(SPMLDataModule[AIDIndex]):
     """
 
     index_class = AIDIndex
+    unreadable_hint = (
+        "replace these files (AID's images are RGB JPEGs), or remove them and their rows "
+        "from the label CSV"
+    )
 
     def __init__(
         self,
@@ -112,6 +115,15 @@ class AIDDataModule(SPMLDataModule[AIDIndex]):
     def prepare_data(self) -> None:
         # Validate the folder once, in the main process, before any worker starts.
         self.index.split("train")
+
+    def check_files(self, splits: Sequence[str]) -> None:
+        """``verify=keys``: the header of every image of ``splits`` decodes, with the path."""
+        failures = Failures("verify=keys: image headers")
+        for split in splits:
+            paths = self.index.split(split).paths
+            problems = collect(paths, header_problem, split, "checking image headers")
+            failures.add(split, len(paths), problems)
+        failures.raise_if_any(self.unreadable_hint)
 
     def _build_split(self, split: str, targets: np.ndarray | None) -> SplitDataset:
         data = self.index.split(split)

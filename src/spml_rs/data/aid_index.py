@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from spml_rs.data.classes import AID17_CLASSES
 from spml_rs.data.index import DatasetIndex
@@ -32,6 +33,8 @@ CORRECTED_LABEL_FILE = "multilabel_correct_final.csv"
 #: official split -> its image folder in ``root``
 SPLIT_FOLDERS = {"train": "images_tr", "test": "images_test"}
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+#: decoded by a JPEG decoder (the others through PIL), so their content must be JPEG
+JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 
 class AIDFormatError(ValueError):
@@ -77,11 +80,53 @@ def read_multilabel_csv(
 def _binary_column(
     path: str | Path, values: list[object], name: str, ids: np.ndarray
 ) -> np.ndarray:
-    bad = [i for i, v in enumerate(values) if str(v).strip() not in ("0", "1")]
+    """One class column as (N,) uint8 0/1; only the cells that are neither are reported."""
+    parsed = [_binary_value(v) for v in values]
+    bad = [i for i, v in enumerate(parsed) if v is None]
     if bad:
         rows = ", ".join(f"{ids[i]}={values[i]!r}" for i in bad[:5])
-        raise AIDFormatError(f"{path}: column {name!r} must hold 0 or 1; bad row(s): {rows}")
-    return np.array([str(v).strip() == "1" for v in values], dtype=np.uint8)
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise AIDFormatError(f"{path}: column {name!r} must hold 0 or 1; bad row(s): {rows}{more}")
+    return np.array(parsed, dtype=np.uint8)
+
+
+def _binary_value(cell: object) -> int | None:
+    """0 or 1 from a CSV cell, else None.
+
+    Integer-valued numbers count: one ``1.0`` cell makes pyarrow read the whole
+    column as float, and its ``0`` cells then arrive as ``0.0``.
+    """
+    try:
+        number = float(str(cell).strip())
+    except ValueError:
+        return None
+    return int(number) if number in (0.0, 1.0) else None
+
+
+def image_header(path: str | Path) -> tuple[int, int]:
+    """(height, width) of an image, from its header alone (PIL reads the first few kB).
+
+    Raises:
+        AIDFormatError: naming ``path`` when the header cannot be read, or when a
+            ``.jpg`` file is not a JPEG (the loader decodes those as JPEG).
+    """
+    try:
+        with Image.open(path) as image:
+            size, kind = (image.height, image.width), image.format
+    except (OSError, SyntaxError, ValueError) as error:  # e.g. PIL's "Truncated File Read"
+        raise AIDFormatError(f"AID: cannot read image {path}: {error}") from error
+    if str(path).lower().endswith(JPEG_SUFFIXES) and kind != "JPEG":
+        raise AIDFormatError(f"AID: image {path} is {kind}, expected JPEG (as its suffix says)")
+    return size
+
+
+def header_problem(path: str | Path) -> str | None:
+    """Why the header of ``path`` cannot be read (:func:`image_header`), or None."""
+    try:
+        image_header(path)
+    except AIDFormatError as error:
+        return str(error)
+    return None
 
 
 def scan_images(folder: Path) -> dict[str, Path]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 import difflib
 import inspect
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, ClassVar, Generic, TypedDict, TypeVar
 
 import lightning as L
@@ -25,11 +25,16 @@ from torch.utils.data import DataLoader, Sampler
 from spml_rs import labels as spl
 from spml_rs.data.index import SPLITS, DatasetIndex
 from spml_rs.data.splits import EpochSeededSampler, SplitDataset, SplitSubset
+from spml_rs.data.verify import check_level, read_every_sample
 from spml_rs.dataset_info import DatasetInfo
-from spml_rs.label_files import ID_COLUMNS, read_single_positives, read_table
+from spml_rs.label_files import read_single_positives
 
 VAL_LABEL_MODES = ("full", "single")
 UNLABELLED = ("error", "drop")
+#: splits each Lightning stage reads (any other stage: all)
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+#: exceptions a split's reader raises for a missing or unreadable item (verify=full)
+READ_ERRORS: tuple[type[Exception], ...] = (KeyError, OSError, ValueError, RuntimeError)
 
 IndexT = TypeVar("IndexT", bound=DatasetIndex)
 
@@ -52,6 +57,7 @@ class DataModuleOptions(TypedDict, total=False):
     sampler_seed: int
     val_label_mode: str
     unlabelled: str
+    verify: str
 
 
 class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
@@ -78,6 +84,10 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
             (``docs/experiments.md``). Test always uses the full labels.
         unlabelled: what to do with training images a label file does not cover
             (a partly annotated split): ``error`` (default) or ``drop`` them.
+        verify: checks of the files of every split in use at setup, before training
+            (``fit`` also checks ``test``): ``keys`` (default; cheap, e.g. LMDB keys,
+            image headers), ``full`` (also decode every sample) or ``none``
+            (:mod:`spml_rs.data.verify`).
         unexpected: catches misspelled keys, only to name them with the real parameters.
     """
 
@@ -99,6 +109,7 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
         sampler_seed: int = 0,
         val_label_mode: str = "full",
         unlabelled: str = "error",
+        verify: str = "keys",
         **unexpected: object,
     ) -> None:
         if unexpected:
@@ -110,6 +121,7 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
         _check_label_mode(index, label_mode, label_path)
         _check_choice("val_label_mode", val_label_mode, VAL_LABEL_MODES)
         _check_choice("unlabelled", unlabelled, UNLABELLED)
+        check_level(verify)
         self.label_mode = label_mode
         self.label_seed = label_seed
         self.label_path = label_path
@@ -121,7 +133,9 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
         self.sampler_seed = sampler_seed
         self.val_label_mode = val_label_mode
         self.unlabelled = unlabelled
+        self.verify = verify
         self.datasets: dict[str, SplitDataset] = {}
+        self._verified: set[str] = set()
 
     # --------------------------------------------------------- dataset hooks
     @property
@@ -137,6 +151,18 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """Device-side: raw batch (B, ...) -> float (B, in_chans, H, W), normalised."""
 
+    def check_files(self, splits: Sequence[str]) -> None:
+        """``verify=keys``: cheap checks that every item of ``splits`` is there and readable.
+
+        Raises :class:`~spml_rs.data.verify.SplitCheckError` naming the files and ids.
+        Datasets held in memory have nothing to check.
+        """
+
+    #: what to do about samples ``verify=full`` could not read (the last line of its error)
+    unreadable_hint: ClassVar[str] = (
+        "fix or replace these items, or set dataset.datamodule.verify=none"
+    )
+
     # ----------------------------------------------------------- label modes
     def train_targets(self) -> np.ndarray:
         """Observed targets of the training split under ``label_mode``."""
@@ -146,7 +172,7 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
         if self.label_path:
             positives = self._file_positives(image_ids)
         elif self.label_mode == "random":
-            positives = spl.random_positives(labels, self.label_seed)
+            positives = spl.random_positives(labels, self.label_seed, ids=image_ids)
         else:  # dominant without a file; manual always has one (checked in __init__)
             positives = self.index.dominant_positives("train")
         if self.label_mode != "manual":
@@ -161,20 +187,13 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
         dropped; a ``.npy`` file has no ids and is aligned with the split.
         """
         assert self.label_path is not None
-        extra: list[str] = []
-        also = self.index.also_labelled("train")
-        if len(also) and Path(self.label_path).suffix != ".npy":
-            table = read_table(self.label_path)
-            column = next((c for c in ID_COLUMNS if c in table.column_names), None)
-            listed = {str(v) for v in table.column(column).to_pylist()} if column else set()
-            extra = [i for i in also.tolist() if i in listed]
-        positives = read_single_positives(
+        return read_single_positives(
             self.label_path,
-            [*image_ids.tolist(), *extra],
+            image_ids,
             self.class_names,
             allow_missing=self.unlabelled == "drop",
+            ignored_ids=self.index.also_labelled("train"),
         )
-        return positives[: len(image_ids)]
 
     def info(self) -> DatasetInfo:
         _, labels = self.index.split_labels("train")
@@ -188,8 +207,11 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
 
     # --------------------------------------------------------------- loaders
     def setup(self, stage: str | None = None) -> None:
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-        for split in wanted.get(stage or "", SPLITS):
+        wanted = STAGE_SPLITS.get(stage or "", SPLITS)
+        # fit checks test too: the run tests at the end, and a bad test item should stop
+        # it now, not after training
+        self.verify_splits(SPLITS if stage == "fit" else wanted)
+        for split in wanted:
             if split not in self.datasets:
                 targets = self.train_targets() if split == "train" else None
                 self.datasets[split] = self._build_split(split, targets)
@@ -197,6 +219,17 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
                     self.datasets[split] = self._drop_unlabelled(self.datasets[split])
                 if split == "val" and self.val_label_mode == "single":
                     self._single_positive_val_labels(self.datasets[split])
+
+    def verify_splits(self, splits: Sequence[str]) -> None:
+        """Check the files of ``splits`` at the ``verify`` level, once per split."""
+        todo = [split for split in splits if split not in self._verified]
+        if self.verify == "none" or not todo:
+            return
+        self.check_files(todo)
+        if self.verify == "full":
+            datasets = {split: self._build_split(split, None) for split in todo}
+            read_every_sample(datasets, self.unreadable_hint, READ_ERRORS)
+        self._verified.update(todo)
 
     def _drop_unlabelled(self, dataset: SplitDataset) -> SplitDataset:
         """Keep the training images with an observed positive (``unlabelled=drop``).
@@ -217,7 +250,7 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
 
     def _single_positive_val_labels(self, dataset: SplitDataset) -> None:
         """Replace the val labels by one random true positive per image (one-hot)."""
-        positives = spl.random_positives(dataset.labels, self.label_seed + 1)
+        positives = spl.random_positives(dataset.labels, self.label_seed + 1, ids=dataset.image_ids)
         one_hot = spl.single_positive_targets(positives, dataset.labels.shape[1]) == 1
         dataset.labels = one_hot.astype(np.uint8)
 

@@ -20,6 +20,7 @@ from spml_rs.data.benv2_index import BENv2Index, SplitIndex
 from spml_rs.data.benv2_lmdb import LazyLMDB
 from spml_rs.data.index import SPLITS
 from spml_rs.data.splits import SplitDataset
+from spml_rs.data.verify import Failures, chunks, is_positive_int, progress
 from spml_rs.dataset_info import DatasetInfo
 
 if TYPE_CHECKING:
@@ -65,6 +66,11 @@ class BENv2DataModule(SPMLDataModule[BENv2Index]):
     """
 
     index_class = BENv2Index
+    unreadable_hint = (
+        "rebuild these entries with `python -m spml_rs.prepare benv2-lmdb` (it skips the "
+        "keys present: delete the corrupt ones first), or use an LMDB that holds them "
+        "(dataset.datamodule.lmdb_name)"
+    )
 
     def __init__(
         self,
@@ -87,7 +93,7 @@ class BENv2DataModule(SPMLDataModule[BENv2Index]):
         index = BENv2Index.from_config({**locals(), "with_s1": "s1" in layout.sources})
         super().__init__(index, **options)
         self.layout = layout
-        self.max_samples = {split: (max_samples or {}).get(split) for split in SPLITS}
+        self.max_samples = checked_caps(max_samples)
         self.subset_seed = subset_seed
 
     @property
@@ -107,6 +113,38 @@ class BENv2DataModule(SPMLDataModule[BENv2Index]):
         info = super().info()
         return dataclasses.replace(info, num_train_samples=len(self.subset_rows("train")))
 
+    def check_files(self, splits: Sequence[str]) -> None:
+        """``verify=keys``: every key the rows in use read (S2 and, with S1 bands, S1) exists.
+
+        One lookup per key in the process's read transaction; the values are not read.
+        """
+        failures = Failures("verify=keys: LMDB keys")
+        for split in splits:
+            database = self.index.database(split)
+            index = self.index.split(split).rows(self.subset_rows(split))
+            problems = []
+            for source in self.layout.sources:
+                keys = index.patch_ids if source == "s2" else index.s1_names
+                assert keys is not None  # BENv2Index reads s1_name for S1 band sets
+                for row in self._absent_rows(database, keys.tolist(), split):
+                    problems.append(
+                        f"{index.patch_ids[row]}: {source} key '{keys[row]}' not found "
+                        f"in LMDB {database.path}"
+                    )
+            failures.add(split, len(index.patch_ids), problems)
+        failures.raise_if_any(
+            "is the LMDB complete? Add the missing entries with `python -m spml_rs.prepare "
+            "benv2-lmdb ... --metadata <the metadata file>` (resumable), or point "
+            "dataset.datamodule.lmdb_name at the LMDB that holds them"
+        )
+
+    @staticmethod
+    def _absent_rows(database: LazyLMDB, keys: list[str], split: str) -> list[int]:
+        missing: set[str] = set()
+        for piece in progress(chunks(keys), f"checking LMDB keys: {split}", work=len(keys)):
+            missing.update(database.missing(piece))
+        return [row for row, key in enumerate(keys) if key in missing] if missing else []
+
     def _build_split(self, split: str, targets: np.ndarray | None) -> SplitDataset:
         # Labels are drawn on the whole split, so a subset sees the labels a full run would.
         rows = self.subset_rows(split)
@@ -116,3 +154,24 @@ class BENv2DataModule(SPMLDataModule[BENv2Index]):
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         return self.layout.normalize(image)
+
+
+def checked_caps(max_samples: Mapping[str, int | None] | None) -> dict[str, int | None]:
+    """``max_samples`` per split, each a positive integer or None (no cap).
+
+    A 0 is refused rather than read as "no cap" or an empty split; so are unknown splits.
+    """
+    caps = dict(max_samples or {})
+    unknown = sorted(set(caps) - set(SPLITS))
+    if unknown:
+        raise ValueError(
+            f"dataset.datamodule.max_samples has unknown split(s) {unknown}; expected some "
+            f"of {list(SPLITS)}"
+        )
+    for split, cap in caps.items():
+        if cap is not None and not is_positive_int(cap):
+            raise ValueError(
+                f"dataset.datamodule.max_samples.{split} must be a positive integer or null, "
+                f"got {cap!r} (null: all rows)"
+            )
+    return {split: caps.get(split) for split in SPLITS}

@@ -93,6 +93,23 @@ def discover(
     return entries
 
 
+def unique_entries(entries: list[Entry]) -> tuple[list[Entry], list[str]]:
+    """The entries with each key once (the first kept), and the keys that came more than once.
+
+    A metadata file can list a patch twice (the keys would be built and counted twice).
+    """
+    seen: set[str] = set()
+    unique: list[Entry] = []
+    repeated: dict[str, None] = {}  # ordered set
+    for entry in entries:
+        if entry.key in seen:
+            repeated[entry.key] = None
+        else:
+            seen.add(entry.key)
+            unique.append(entry)
+    return unique, list(repeated)
+
+
 def _metadata_names(paths: list[Path]) -> tuple[list[str], list[str]]:
     patch_ids: list[str] = []
     s1_names: list[str] = []
@@ -142,8 +159,10 @@ def build_lmdb(
     """Write ``entries`` into the LMDB at ``out`` (created if needed), skipping present keys.
 
     Each batch of entries goes in one transaction; ``progress(n)`` is called
-    after each batch with the number of entries handled.
+    after each batch with the number of entries handled. A key given twice is
+    built once (:func:`unique_entries`); ``written`` counts the keys added.
     """
+    entries, _ = unique_entries(entries)
     out.mkdir(parents=True, exist_ok=True)
     report = BuildReport()
     env = lmdb.open(str(out), map_size=map_size, subdir=True, readahead=False, meminit=False)
@@ -160,8 +179,7 @@ def build_lmdb(
                     for entry, (value, error) in zip(batch, results, strict=True):
                         if value is None:
                             report.failures.append((entry.key, error))
-                        else:
-                            txn.put(entry.key.encode(), value, overwrite=False)
+                        elif txn.put(entry.key.encode(), value, overwrite=False):
                             report.written += 1
                 if progress:
                     progress(len(batch))

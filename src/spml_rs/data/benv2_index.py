@@ -35,6 +35,7 @@ from spml_rs.data.benv2_builder import REFERENCE_SUFFIX, read_reference_maps
 from spml_rs.data.benv2_lmdb import LazyLMDB, check_band
 from spml_rs.data.classes import BEN19_CLASSES, class_pixel_counts, clc_lookup_table
 from spml_rs.data.index import SPLITS, DatasetIndex
+from spml_rs.labels import plain_ids
 
 #: our split name -> the value of the metadata's ``split`` column
 METADATA_SPLITS = {"train": "train", "val": "validation", "test": "test"}
@@ -68,7 +69,8 @@ def read_split_index(
     """Index of ``split`` (``train``/``val``/``test``) from the metadata parquet file(s).
 
     Rows flagged with snow, cloud or shadow are dropped unless ``extra_metadata``
-    (the snow/cloud parquet) is given, in which case its rows are added.
+    (the snow/cloud parquet) is given, in which case its rows are added. A patch
+    id listed twice (in one file, or in both) is an error naming the ids.
     """
     columns = [*REQUIRED_COLUMNS, *(["s1_name"] if with_s1 else [])]
     wanted = METADATA_SPLITS[split]
@@ -82,17 +84,59 @@ def read_split_index(
     if extra_metadata is not None:
         tables.append(_read_metadata(extra_metadata, columns, wanted).select(columns))
     table = pa.concat_tables(tables, promote_options="permissive")
+    paths = [metadata, *([extra_metadata] if extra_metadata else [])]
     if table.num_rows == 0:
-        sources = ", ".join(str(p) for p in (metadata, extra_metadata) if p)
+        sources = ", ".join(map(str, paths))
         raise ValueError(
             f"{sources}: no patch with split == {wanted!r} (our split {split!r}) after excluding "
             "snow/cloud patches; check the file and `include_snow_cloud`"
         )
     table = table.take(pc.sort_indices(table, [("patch_id", "ascending")]))
     patch_ids = np.asarray(table.column("patch_id").to_numpy(zero_copy_only=False).astype(str))
+    _check_listed_once(patch_ids, tables, paths, wanted)
     labels = labels_matrix(table.column("labels"), patch_ids, class_names, metadata)
     s1 = table.column("s1_name").to_numpy(zero_copy_only=False).astype(str) if with_s1 else None
     return SplitIndex(patch_ids, labels, s1)
+
+
+def repeated(sorted_ids: np.ndarray) -> np.ndarray:
+    """The ids that occur more than once in the sorted ``sorted_ids``, once each."""
+    return np.unique(sorted_ids[1:][sorted_ids[1:] == sorted_ids[:-1]])
+
+
+def shared(sorted_ids: np.ndarray, other_sorted: np.ndarray) -> np.ndarray:
+    """The ids of ``other_sorted`` that are also in ``sorted_ids`` (both sorted, non-empty)."""
+    at = np.searchsorted(sorted_ids, other_sorted).clip(max=len(sorted_ids) - 1)
+    return other_sorted[sorted_ids[at] == other_sorted]
+
+
+def _check_listed_once(
+    patch_ids: np.ndarray, tables: list[pa.Table], paths: list[Path], split_value: str
+) -> None:
+    """Each patch of a split has one row: a duplicate would double its sample.
+
+    With the snow/cloud file, a patch in both files is named as such (a metadata
+    file already merged with it would double every flagged patch).
+    """
+    twice = repeated(patch_ids)
+    if not twice.size:
+        return
+    if len(tables) == 2:
+        in_main = set(tables[0].column("patch_id").to_pylist())
+        in_extra = set(tables[1].column("patch_id").to_pylist())
+        both = [i for i in twice.tolist() if i in in_main and i in in_extra]
+        if both:
+            raise ValueError(
+                f"{len(both)} patch id(s) of split {split_value!r} are in both {paths[0]} and "
+                f"{paths[1]}: {plain_ids(both)}; with include_snow_cloud=true each would be used "
+                f"twice. Is {paths[0].name} already merged with the snow/cloud file? Remove "
+                "these rows from one of the two files"
+            )
+    raise ValueError(
+        f"{', '.join(map(str, paths))}: {twice.size} patch id(s) listed more than once in split "
+        f"{split_value!r}: {plain_ids(twice)}; each patch needs exactly one row (a duplicate "
+        "would double its sample)"
+    )
 
 
 def _read_metadata(path: Path, columns: list[str], split_value: str) -> pa.Table:
@@ -175,16 +219,40 @@ class BENv2Index(DatasetIndex):
         self._splits: dict[str, SplitIndex] = {}
 
     def split(self, split: str) -> SplitIndex:
-        """The rows of ``split`` (``train``/``val``/``test``), read once."""
+        """The rows of ``split`` (``train``/``val``/``test``), read once.
+
+        Raises:
+            ValueError: when a patch of ``split`` is also in a split read before (a leak).
+        """
         if split not in self._splits:
-            self._splits[split] = read_split_index(
+            index = read_split_index(
                 self.metadata,
                 split,
                 extra_metadata=self.snow_cloud_metadata if self.include_snow_cloud else None,
                 with_s1=self.with_s1,
                 class_names=self.class_names,
             )
+            self._check_disjoint(split, index.patch_ids)
+            self._splits[split] = index
         return self._splits[split]
+
+    @property
+    def metadata_files(self) -> list[Path]:
+        """The metadata parquet file(s) in use (with the snow/cloud one if included)."""
+        return [self.metadata, *([self.snow_cloud_metadata] if self.include_snow_cloud else [])]
+
+    def _check_disjoint(self, split: str, patch_ids: np.ndarray) -> None:
+        """A patch in two splits leaks between them (trained on, then scored on)."""
+        for other, index in self._splits.items():
+            leaked = shared(index.patch_ids, patch_ids)
+            if leaked.size:
+                first, second = sorted((other, split), key=SPLITS.index)
+                files = " and ".join(map(str, self.metadata_files))
+                raise ValueError(
+                    f"{files}: {leaked.size} patch id(s) are in both split {first!r} and "
+                    f"{second!r}: {plain_ids(leaked)}; a patch in two splits leaks between "
+                    "them. Each patch needs one row, with one split"
+                )
 
     def split_labels(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         index = self.split(split)

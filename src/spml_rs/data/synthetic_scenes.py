@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from spml_rs.data.classes import AID17_CLASSES, BEN19_CLASSES
+from spml_rs.data.verify import is_positive_int
 from spml_rs.fileio import atomic_write_bytes
 
 # Spectral families: classes in one family share a base signature.
@@ -104,7 +105,7 @@ def sized_preset(name: str, **sizes: int | None) -> ScenePreset:
     if unknown:
         raise ValueError(f"unknown synthetic size(s) {unknown}; expected some of {SIZE_KEYS}")
     given = {key: value for key, value in sizes.items() if value is not None}
-    bad = {key: value for key, value in given.items() if int(value) < 1}
+    bad = {key: value for key, value in given.items() if not is_positive_int(value)}
     if bad:
         raise ValueError(f"synthetic sizes must be positive integers, got {bad}")
     return ScenePreset(**{**asdict(PRESETS[name]), **given})
