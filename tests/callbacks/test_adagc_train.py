@@ -111,7 +111,7 @@ def test_adagc_trains_and_switches_on_each_preset(
     metrics = train(cfg)
     assert 0.0 <= metrics["test/mAP_macro"] <= 1.0
     assert logged(tmp_path, "adagc/stage") == [1.0, 2.0]
-    assert logged(tmp_path, "adagc/trigger_epoch") == [1.0, 1.0]
+    assert logged(tmp_path, "adagc/trigger_epoch") == [0.0, 0.0]  # 0-based, as metrics.csv
     precision = logged(tmp_path, "adagc/pl_precision") + logged(tmp_path, "adagc/pl_recall")
     assert all(0.0 <= v <= 1.0 for v in precision)
     assert (tmp_path / "early_learning.png").stat().st_size > 1000
@@ -266,11 +266,11 @@ def test_detection_fires_on_a_memorising_run_rolls_back_and_plots(make_cfg, tmp_
     )
     train(cfg)
     stages = logged(tmp_path, "adagc/stage")  # the stage each epoch trained with
-    switch = stages.index(2.0)  # = the 1-indexed epoch at whose end stage 2 started
+    switch = stages.index(2.0)  # the first stage-2 epoch (0-based)
     assert switch < 19, "the detector did not fire: the max_warmup_epochs fallback switched"
     dep = logged(tmp_path, "adagc/dep")[-1]  # only logged after a detection
     trigger = logged(tmp_path, "adagc/trigger_epoch")[-1]
-    assert 1 <= trigger <= dep <= switch
+    assert 0 <= trigger <= dep <= switch - 1  # logged 0-based
     assert (tmp_path / "early_learning.png").stat().st_size > 1000
     assert not list((tmp_path / "early_learning").glob("*.pt"))  # snapshots cleaned up
 

@@ -57,25 +57,26 @@ def test_a_fallback_switch_is_said_in_words_and_its_lines_stay_apart(tmp_path: P
     assert switch == 15 and detector.reason == "fallback"
     ax = axes_of(detector, switch)
     text = caption(ax)
-    assert "detector did not fire by epoch 15" in text
-    assert "switched at the fallback epoch 15" in text
+    # epochs as users read them: 0-based (the detector's epoch 15 is the 15th, shown as 14)
+    assert "detector did not fire by epoch 14" in text
+    assert "switched at the fallback after epoch 14 (stage 2 from epoch 15)" in text
     assert "no curve fit was made" in text
     drawn = lines(ax)
     assert not any(label.startswith("fit") for label in drawn)
     # trigger and switch fall on the same epoch: different style and width, both named
-    (x_trigger, style_trigger, width_trigger) = drawn["trigger = 15"]
-    (x_switch, style_switch, width_switch) = drawn["switch = 15"]
-    assert x_trigger[0] == x_switch[0] == 15
+    (x_trigger, style_trigger, width_trigger) = drawn["trigger = 14"]
+    (x_switch, style_switch, width_switch) = drawn["switch = 14"]
+    assert x_trigger[0] == x_switch[0] == 14
     assert style_trigger != style_switch and width_trigger != width_switch
     names = [t.get_text() for t in ax.texts]
     assert "trigger" in names and "switch" in names
     offsets = {t.get_text(): t.xyann for t in ax.texts}  # type: ignore[attr-defined]
     assert offsets["trigger"] != offsets["switch"]  # stacked, not printed over each other
-    assert ax.get_xlabel() == "epoch (1 = first)"
+    assert ax.get_xlabel() == "epoch (0 = first)"
     # the same words travel with the PNG, for scripts
     path = plot_early_learning(detector, tmp_path / "early_learning.png", switch)
     description = Image.open(path).text["Description"]  # type: ignore[attr-defined]
-    assert "detector did not fire by epoch 15" in description
+    assert "detector did not fire by epoch 14" in description
 
 
 def test_the_fit_is_drawn_whenever_one_was_made() -> None:
@@ -84,11 +85,12 @@ def test_the_fit_is_drawn_whenever_one_was_made() -> None:
     assert detector.reason == "detected" and detector.fit is not None and switch is not None
     ax = axes_of(detector, switch)
     fit = [x for label, (x, _, _) in lines(ax).items() if label.startswith("fit")]
-    assert len(fit) == 1 and fit[0][0] == 1.0 and fit[0][-1] == detector.dep
+    assert detector.dep is not None and detector.mid is not None
+    assert len(fit) == 1 and fit[0][0] == 0.0 and fit[0][-1] == detector.dep - 1
     text = caption(ax)
-    assert f"detector fired at epoch {switch}" in text
-    assert f"dep = {detector.dep}" in text and f"mid = {detector.mid}" in text
-    assert f"trigger = {detector.trigger_epoch}" in text
+    assert f"detector fired after epoch {switch - 1} (stage 2 from epoch {switch})" in text
+    assert f"dep = {detector.dep - 1}" in text and f"mid = {detector.mid - 1}" in text
+    assert f"trigger = {detector.trigger_epoch - 1}" in text
     styles = {label.split(" =")[0]: (s, w) for label, (_, s, w) in lines(ax).items()}
     marks = [styles[name] for name in ("dep", "mid", "trigger", "switch")]
     assert len(set(marks)) == 4  # every vertical line has its own look
@@ -103,7 +105,8 @@ def test_a_failed_fit_and_the_other_outcomes_are_said_in_words() -> None:
     assert not any(label.startswith("fit") for label in lines(ax))
 
     fixed = EarlyLearningDetector(windows=(3, 4, 5), fixed=6)
-    assert "fixed switch at epoch 6 (ablation)" in caption(axes_of(fixed, run(fixed, rising(8))))
+    text = caption(axes_of(fixed, run(fixed, rising(8))))
+    assert "fixed switch after epoch 5 (stage 2 from epoch 6) (ablation)" in text
 
     never = EarlyLearningDetector(windows=(3, 4, 5))
     assert run(never, rising(12)) is None

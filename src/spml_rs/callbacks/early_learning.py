@@ -10,6 +10,7 @@ the training state back to the trigger epoch, logs and plots.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ import torch
 from spml_rs.callbacks.adagc_common import adagc_loss, clean_predictions, find_callback
 from spml_rs.callbacks.deferred_state import DeferredStateCallback
 from spml_rs.callbacks.ema_teacher import EMATeacher
-from spml_rs.callbacks.plots import log_image_to_wandb, plot_early_learning
+from spml_rs.callbacks.plots import log_image_to_wandb, plot_early_learning, shown
 from spml_rs.methods.base import Batch
 from spml_rs.methods.early_learning import SIGNALS, EarlyLearningDetector, default_windows
 from spml_rs.methods.state import gather_cat
+
+log = logging.getLogger(__name__)
 
 
 class EarlyLearningCallback(DeferredStateCallback):
@@ -43,7 +46,7 @@ class EarlyLearningCallback(DeferredStateCallback):
         windows: detector window sizes (None: :func:`default_windows` of max_epochs).
         max_warmup_epochs: latest switch (None: ceil(max_warmup_fraction * max_epochs)).
         max_warmup_fraction: see ``max_warmup_epochs``.
-        fixed: ablation: switch at the end of this epoch (1-based), ignoring the signal.
+        fixed: ablation: switch after this many warm-up epochs, ignoring the signal.
         rollback: on a detection, restore student, teacher, loss state and optimiser
             moments to the end of the trigger epoch (as AIO2 does). Keeps one snapshot
             per warm-up epoch in ``<run dir>/early_learning/`` until the switch.
@@ -137,6 +140,13 @@ class EarlyLearningCallback(DeferredStateCallback):
             self._clear_snapshots(trainer)
         self.switch_epoch = epoch
         adagc_loss(pl_module).start_calibration()
+        log.info(
+            "AdaGC: gradient calibration from epoch %d on (%s; trigger epoch %d%s)",
+            epoch,
+            self.detector.reason,
+            int(shown(trigger)),
+            ", rolled back to it" if self.rollback and trigger < epoch else "",
+        )
         self._write_plot(trainer)
 
     def _log(self, pl_module: L.LightningModule, signal: float, stage: int) -> None:
@@ -144,8 +154,8 @@ class EarlyLearningCallback(DeferredStateCallback):
         values = {"adagc/signal": signal, "adagc/stage": float(stage)}
         for name in ("trigger_epoch", "dep", "mid"):
             value = getattr(self.detector, name)
-            if value is not None:
-                values[f"adagc/{name}"] = float(value)
+            if value is not None:  # logged 0-based, like the epoch column of metrics.csv
+                values[f"adagc/{name}"] = shown(float(value))
         values["adagc/windows_fired"] = float(len(self.detector.detections))
         pl_module.log_dict(values, on_step=False, on_epoch=True)
 

@@ -1,9 +1,11 @@
 """The early-learning plot: users look at this curve to trust AdaGC's stage switch.
 
-It shows the signal per epoch (epoch 1 = the first), the fitted curve
-f(x) = a (1 - exp(-b x^c)) whenever the detector made a fit, vertical lines at
-dep, mid, the trigger and the switch, and says in words what happened: fired,
-fell back, fixed, or never switched. Lines that fall on the same epoch stay
+It shows the signal per epoch, the fitted curve f(x) = a (1 - exp(-b x^c))
+whenever the detector made a fit, vertical lines at dep, mid, the trigger and the
+switch, and says in words what happened: fired, fell back, fixed, or never switched.
+Epochs are shown 0-based (0 = the first), as everywhere a user reads them (progress
+bar, ``metrics.csv``, checkpoint names); the detector itself counts from 1, as AIO2
+does, and :func:`shown` converts at this boundary. Lines that fall on the same epoch stay
 distinguishable (own style and width, labels stacked at the top). The caption
 is also stored as the PNG's ``Description`` text, for scripts.
 """
@@ -14,7 +16,7 @@ import textwrap
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -35,28 +37,44 @@ class Mark:
     width: float
 
 
+EpochT = TypeVar("EpochT", float, np.ndarray)
+
+
+def shown(epoch: EpochT) -> EpochT:
+    """The detector's 1-based epoch(s) (or epoch positions) as users see them: 0-based."""
+    return epoch - 1
+
+
+def _fmt(epoch: float | None) -> str:
+    return "none" if epoch is None else f"{shown(epoch):g}"
+
+
 def describe(detector: EarlyLearningDetector, switch_epoch: int | None) -> str:
-    """What happened, in words: the plot's caption."""
+    """What happened, in words (0-based epochs): the plot's caption."""
     fired = f"{len(detector.detections)} of {len(detector.windows)} windows fired"
-    at = f" at epoch {switch_epoch}" if switch_epoch is not None else ""
+    after = (
+        f" after epoch {_fmt(switch_epoch)} (stage 2 from epoch {switch_epoch})"
+        if switch_epoch is not None
+        else ""
+    )
     if detector.reason == "detected":
         fit = (
-            f"curve fitted up to dep, mid = {detector.mid}"
+            f"curve fitted up to dep, mid = {_fmt(detector.mid)}"
             if detector.fit is not None
             else "the curve fit failed, so trigger = dep"
         )
         return (
-            f"detector fired{at} (all windows {list(detector.windows)} past their flattest "
-            f"point): dep = {detector.dep}, {fit}, trigger = {detector.trigger_epoch}; "
-            f"switched{at}"
+            f"detector fired{after} (all windows {list(detector.windows)} past their flattest "
+            f"point): dep = {_fmt(detector.dep)}, {fit}, trigger = "
+            f"{_fmt(detector.trigger_epoch)}"
         )
     if detector.reason == "fallback":
         return (
-            f"detector did not fire by epoch {detector.trigger_epoch} ({fired}); switched at "
-            f"the fallback epoch {switch_epoch} (max_warmup_epochs); no curve fit was made"
+            f"detector did not fire by epoch {_fmt(detector.trigger_epoch)} ({fired}); switched "
+            f"at the fallback{after} (max_warmup_epochs); no curve fit was made"
         )
     if detector.reason == "fixed":
-        return f"fixed switch{at} (ablation): the detector was not used; no curve fit was made"
+        return f"fixed switch{after} (ablation): the detector was not used; no curve fit was made"
     return (
         f"detector did not fire in {detector.epoch} epochs ({fired}); no switch: every "
         "epoch trained stage 1 (AN)"
@@ -81,7 +99,7 @@ def marks(detector: EarlyLearningDetector, switch_epoch: int | None) -> list[Mar
         "switch": switch_epoch,
     }
     return [
-        Mark(name, float(epoch), *MARK_STYLES[name])
+        Mark(name, shown(float(epoch)), *MARK_STYLES[name])
         for name, epoch in epochs.items()
         if epoch is not None
     ]
@@ -113,15 +131,16 @@ def early_learning_figure(
     """The figure of :func:`plot_early_learning` (a bare Figure: no pyplot state)."""
     fig = Figure(figsize=(6.4, 4.4), dpi=110, layout="constrained")
     ax = fig.add_subplot()
-    epochs = np.arange(1, len(detector.signal) + 1)
+    epochs = shown(np.arange(1, len(detector.signal) + 1))
     ax.plot(epochs, detector.signal, "o-", color="tab:blue", label=signal_label)
     if detector.fit is not None and detector.dep is not None:
+        # the fit's x is the detector's 1-based epoch
         x = np.linspace(1.0, max(float(detector.dep), 1.0), 200)
         a, b, c = detector.fit
         label = f"fit a={a:.2f} b={b:.2f} c={c:.2f}"
-        ax.plot(x, saturating(x, *detector.fit), "--", color="tab:orange", label=label)
+        ax.plot(shown(x), saturating(x, *detector.fit), "--", color="tab:orange", label=label)
     draw_marks(ax, marks(detector, switch_epoch))
-    ax.set_xlabel("epoch (1 = first)")
+    ax.set_xlabel("epoch (0 = first)")
     ax.set_ylabel("training-dynamics signal")
     fig.suptitle(f"AdaGC early-learning detection ({detector.reason or 'no switch'})")
     ax.set_title(textwrap.fill(describe(detector, switch_epoch), 95), fontsize=7, loc="left")
