@@ -10,6 +10,7 @@ W&B run instead of opening a new one.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -82,13 +83,20 @@ def evaluated_checkpoint(ckpt_path: str, train_dir: Path) -> str:
     return str(found[0])
 
 
-def checkpoint_to_resume(ckpt_path: str | None, auto_resume: bool, run_dir: Path) -> str | None:
+def checkpoint_to_resume(
+    ckpt_path: str | None,
+    auto_resume: bool,
+    run_dir: Path,
+    check: Callable[[str], None] | None = None,
+) -> str | None:
     """The checkpoint ``trainer.fit`` starts from.
 
     An explicit ``ckpt_path`` (a file or ``last``) wins. Otherwise, with
     ``auto_resume``, the run directory's ``last.ckpt`` when it exists; else None
-    (a fresh start). When resuming, the run's earlier ``metrics.csv`` is kept
-    (see :func:`keep_metrics_log`).
+    (a fresh start). When resuming, ``check(path)`` runs first (it may refuse the
+    checkpoint, e.g. one trained with another config), then the run's earlier
+    ``metrics.csv`` is kept (see :func:`keep_metrics_log`): a refused resume
+    leaves the run directory as it was.
     """
     path = resolve_ckpt_path(ckpt_path, run_dir) if ckpt_path else None
     last = run_dir / LAST_CHECKPOINT
@@ -96,6 +104,8 @@ def checkpoint_to_resume(ckpt_path: str | None, auto_resume: bool, run_dir: Path
         rank_zero_info(f"auto_resume: continuing from {last}")
         path = str(last)
     if path is not None:
+        if check is not None:
+            check(path)
         keep_metrics_log(run_dir)
     return path
 

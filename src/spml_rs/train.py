@@ -15,17 +15,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from spml_rs import runtime
 
 # Before torch is imported (by builders): libgomp reads its wait policy once, when it loads.
 runtime.prefer_passive_openmp_waiting()
 
-from spml_rs import builders, resume  # noqa: E402
+from spml_rs import builders, checkpoints, resume  # noqa: E402
 from spml_rs.config_keys import check_target_keys  # noqa: E402
 from spml_rs.results import print_metrics_table, write_results  # noqa: E402
 
@@ -41,7 +41,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         check_before_training(cfg)
         # Before the loggers: a resumed run keeps its earlier metrics.csv (CSVLogger deletes it).
         ckpt_path = resume.checkpoint_to_resume(
-            cfg.get("ckpt_path"), cfg.get("auto_resume", False), run_dir
+            cfg.get("ckpt_path"),
+            cfg.get("auto_resume", False),
+            run_dir,
+            check=lambda path: checkpoints.check_resumable(
+                checkpoints.read_checkpoint(path), resolved(cfg), path
+            ),
         )
         runtime.silence_known_noise(
             csv_log_exists=(run_dir / resume.METRICS_LOG).is_file(), resuming=ckpt_path is not None
@@ -69,6 +74,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         path = write_results(run_dir, metrics, settings)
         print_metrics_table(metrics, "test", title=f"test metrics ({path})")
     return metrics
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config as plain containers, interpolations resolved (what checkpoints store)."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
 
 def check_before_training(cfg: DictConfig) -> None:

@@ -152,6 +152,8 @@ def test_resume_refuses_another_config_and_accepts_what_may_change(
     with pytest.raises(checkpoints.ConfigMismatchError, match=r"seed: checkpoint 0, now 1"):
         _resume(run, cache_dir, "seed=1")
     assert (run / "results.json").read_bytes() == results
+    # refused before anything in the run directory moved: metrics.csv is not set aside
+    assert (run / "metrics.csv").is_file() and not list(run.glob("metrics.part*.csv"))
     # Another machine: other log settings and workers; the same run, resumed (already finished).
     metrics = _resume(run, cache_dir, "logger=none", "trainer.log_every_n_steps=1")
     expected = read_metrics(trained / "results.json")["test/mAP_macro"]
