@@ -1,114 +1,259 @@
 #!/usr/bin/env python3
-"""The method zoo on the synthetic multispectral preset: a paper-style Markdown table.
+"""The method zoo on the synthetic benchmark: tables with paired differences from AN, and plots.
 
-Runs one Hydra multirun of ``python -m spml_rs.train`` over methods x label modes
-(Random, Dominant single positives) x seeds at benchmark sizes, then reads every
-job's ``results.json`` and writes a table of mean ± std over seeds of the test
-mAP (macro/micro), F1 (macro/micro) at 0.5 and F1 macro at per-class thresholds
-tuned on the validation split (``F1_macro_valthr``), in percent; rows are methods,
-column groups the label modes. The table goes to stdout and ``<sweep-dir>/methods_benchmark.md``.
+One protocol per ``--preset`` (``configs/experiment/benchmark_<preset>.yaml``, described in
+docs/benchmark_protocol.md): ``pretrained`` (the default: a backbone pretrained on the
+pretraining world, where AN memorises its false negatives) or ``scratch`` (random
+initialisation, no memorisation). For the pretrained preset the backbone is built first if
+it is not cached (``python -m spml_rs.pretrain``).
 
-    python benchmarks/methods_benchmark.py                       # the whole grid
-    python benchmarks/methods_benchmark.py --methods an,epr --seeds 0 --epochs 2 --num-train 256
-    python benchmarks/methods_benchmark.py --aggregate-only <sweep-dir>   # table of a finished sweep
+Every method runs under Random and Dominant single positives with seeds 0-4 (one Hydra
+multirun per method, ``--jobs`` of them at a time with the CPUs shared out). Then, per label
+mode, a table of each method's test mAP (macro, micro), F1 (macro, micro at 0.5; macro at
+validation thresholds) as mean ± std over seeds and as the paired difference from AN (same
+seed: same data, single positives and order) with a 95% t-interval, bold where it excludes
+0 (:mod:`spml_rs.report.paired`). Written to ``--out`` (default ``docs/report/<preset>/``):
+``methods_benchmark.md``, ``benchmark.csv``, ``paired.csv``, the validation curves of AN and
+``full`` with the realism criteria (``criteria.png``), every method's validation curves,
+the paired-Δ plots, and the early-learning plot of an AdaGC run whose detector fired.
 
-Sizes: the defaults (500 training images seen for 12 epochs, 500 validation and
-2,000 test images of 32 px, timm's ``resnet10t`` with its strided stem) keep the
-20 methods x 2 modes x 3 seeds grid under an hour on a 2-core CPU (about 25 s per
-job on an idle machine). The test split is large because macro mAP over 19
-classes on a few hundred images moves by a point between seeds of the same run.
+    python benchmarks/methods_benchmark.py --preset pretrained       # everything (the README table)
+    python benchmarks/methods_benchmark.py --preset scratch
+    python benchmarks/methods_benchmark.py --methods an,full --seeds 0,1 --out /tmp/x
+    python benchmarks/methods_benchmark.py --aggregate-only <sweep-dir> --preset pretrained
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from spml_rs.report import aggregate, load_runs, to_markdown
+from spml_rs import report
+from spml_rs.fileio import atomic_write_text
+from spml_rs.report.paired import paired_csv, paired_differences, setting_markdown
+from spml_rs.report.runs import Run, load_runs, mean_curve, read_metrics_csv
 
 METHODS = (
     "full", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp",
-    "elr", "gce", "hill", "splc", "adagc", "adagc_fixed", "adagc_no_mixup", "adagc_single_ema",
+    "elr", "gce", "hill", "splc", "gr", "boostlu", "boostlu_ll_r", "boostlu_ll_ct",
+    "boostlu_ll_cp", "adagc", "adagc_fixed", "adagc_no_mixup", "adagc_single_ema",
     "adagc_no_teacher",
 )  # fmt: skip
 LABEL_MODES = ("random", "dominant")
+SEEDS = "0,1,2,3,4"
+PRESETS = ("pretrained", "scratch")
+CURVE = "val/mAP_macro"
+ROOT = Path(__file__).resolve().parents[1]
 
 
+# ------------------------------------------------------------------ the grid
+def experiment(preset: str) -> str:
+    return f"experiment=benchmark_{preset}"
+
+
+def ensure_backbone(preset: str, overrides: Sequence[str]) -> None:
+    """Pretrain (or find in the cache) the backbone the pretrained preset loads."""
+    if preset != "pretrained":
+        return
+    model = [o for o in overrides if o.startswith("model.net.name=")]
+    started = time.time()
+    subprocess.run([sys.executable, "-m", "spml_rs.pretrain", *model], check=True)
+    print(f"backbone ready after {time.time() - started:.0f} s", flush=True)
+
+
+def multirun(
+    name: str, overrides: Sequence[str], args: argparse.Namespace, sweep_dir: Path
+) -> list[str]:
+    """One Hydra multirun: ``overrides`` x label modes x seeds, in ``sweep_dir/name``."""
+    return [
+        sys.executable, "-m", "spml_rs.train", "-m",
+        experiment(args.preset),
+        *overrides,
+        f"label_mode={args.label_modes}",
+        f"seed={args.seeds}",
+        *([f"trainer.max_epochs={args.epochs}"] if args.epochs else []),
+        f"hydra.sweep.dir={sweep_dir / name}",
+        "hydra.sweep.subdir=${label_mode.mode}_seed${seed}",
+        *args.overrides,
+    ]  # fmt: skip
+
+
+def run_all(commands: dict[str, list[str]], jobs: int, log_dir: Path) -> None:
+    """Run the multiruns, ``jobs`` at a time, each with ``cpus // jobs`` threads; logs per job."""
+    threads = max(1, (len(os.sched_getaffinity(0)) or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    log_dir.mkdir(parents=True, exist_ok=True)
+
+    def launch(item: tuple[str, list[str]]) -> tuple[str, int]:
+        name, command = item
+        with open(log_dir / f"{name}.log", "w", encoding="utf-8") as log:
+            done = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        print(f"  {name}: {'done' if done.returncode == 0 else f'FAILED ({log.name})'}", flush=True)
+        return name, done.returncode
+
+    print(f"{len(commands)} multiruns, {jobs} at a time, {threads} thread(s) each", flush=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        failed = [name for name, code in pool.map(launch, commands.items()) if code]
+    if failed:
+        raise SystemExit(f"failed multiruns (see {log_dir}/<name>.log): {failed}")
+
+
+def method_commands(args: argparse.Namespace, sweep_dir: Path) -> dict[str, list[str]]:
+    commands = {m: multirun(m, [f"method={m}"], args, sweep_dir) for m in args.methods.split(",")}
+    if args.preset == "pretrained" and args.reference:
+        # the criterion "full pretrained >= full from scratch" needs the scratch ceiling
+        reference = argparse.Namespace(
+            **{**vars(args), "preset": "scratch", "label_modes": "random"}
+        )
+        commands["reference_full_scratch"] = multirun(
+            "reference_full_scratch", ["method=full"], reference, sweep_dir / "reference"
+        )
+    return commands
+
+
+# ------------------------------------------------------------------- tables
+def tables(runs: Sequence[Run], methods: Sequence[str], modes: Sequence[str]) -> str:
+    """Per label mode: mean ± std and paired Δ from AN of every default metric."""
+    rows = report.aggregate(runs)
+    paired = paired_differences(runs)
+    parts = []
+    for setting in sorted({r.setting for r in rows}, key=lambda s: modes.index(s[1])):
+        parts += [f"### {' / '.join(setting)}", ""]
+        parts.append(setting_markdown(rows, paired, setting, method_order=methods))
+    return "\n".join(parts)
+
+
+# -------------------------------------------------------------- the criteria
+def criteria(runs: Sequence[Run], reference: Sequence[Run]) -> list[str]:
+    """The realism criteria of docs/benchmark_protocol.md, measured, one line each."""
+    lines = []
+    for mode in sorted({r.key[2] for r in runs}):
+        curves = [read_metrics_csv(r.path).get(CURVE, []) for r in runs if r.key[:1] == ("an",)
+                  and r.key[2] == mode]  # fmt: skip
+        curve = mean_curve([c for c in curves if c])
+        if not curve:
+            continue
+        peak_epoch, peak, _ = max(curve, key=lambda point: point[1])
+        last = curve[-1][1]
+        verdict = "met" if peak - last >= 0.01 and peak_epoch < curve[-1][0] else "NOT met"
+        lines.append(
+            f"AN {mode}: mean validation mAP macro peaks at {100 * peak:.2f} (epoch {peak_epoch}, "
+            f"0-based) and ends at {100 * last:.2f} ({100 * (last - peak):+.2f}): {verdict}"
+        )
+    full = [r.metrics.get("test/mAP_macro") for r in runs if r.method == "full"]
+    scratch = [r.metrics.get("test/mAP_macro") for r in reference if r.method == "full"]
+    if full and scratch and None not in full + scratch:
+        mean_full, mean_scratch = (sum(v) / len(v) for v in (full, scratch))  # type: ignore[arg-type]
+        verdict = "met" if mean_full >= mean_scratch else "NOT met"
+        lines.append(
+            f"full: test mAP macro {100 * mean_full:.2f} pretrained vs {100 * mean_scratch:.2f} "
+            f"from scratch ({len(full)} / {len(scratch)} runs): {verdict}"
+        )
+    return lines
+
+
+# -------------------------------------------------------------------- plots
+def plots(runs: Sequence[Run], out: Path) -> list[Path]:
+    """Criteria curves (an, full), all methods' curves, paired Δ, one fired AdaGC plot."""
+    from spml_rs.report.plots import paired_plot, val_curves
+
+    written = []
+    paired = paired_differences(runs, metrics=["test/mAP_macro"])
+    for setting in sorted({r.setting for r in runs}):
+        group = [r for r in runs if r.setting == setting]
+        slug = "_".join(setting)
+        reference = [r for r in group if r.method in ("an", "full")]
+        for path, subset in ((out / f"criteria_{slug}.png", reference),
+                             (out / f"val_curves_{slug}.png", group)):  # fmt: skip
+            if val_curves(subset, setting, path):
+                written.append(path)
+        if paired_plot(paired, setting, out / f"paired_{slug}.png", "test/mAP_macro"):
+            written.append(out / f"paired_{slug}.png")
+    fired = fired_adagc_run(runs)
+    if fired is not None:
+        shutil.copyfile(fired.path / "early_learning.png", out / "adagc_fired.png")
+        written.append(out / "adagc_fired.png")
+    return written
+
+
+def fired_adagc_run(runs: Sequence[Run]) -> Run | None:
+    """The first ``adagc`` run (Random first, lowest seed) whose detector fired (logged ``dep``)."""
+    candidates = sorted(
+        (r for r in runs if r.method == "adagc" and (r.path / "early_learning.png").is_file()),
+        key=lambda r: (r.key[2] != "random", str(r.seed)),
+    )
+    return next((r for r in candidates if read_metrics_csv(r.path).get("adagc/dep")), None)
+
+
+# --------------------------------------------------------------------- main
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--preset", choices=PRESETS, default="pretrained")
     parser.add_argument(
         "--methods", default=",".join(METHODS), help="comma-separated method configs"
     )
     parser.add_argument("--label-modes", default=",".join(LABEL_MODES))
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated run seeds")
-    parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--model", default="resnet10t", help="timm model name (model.net.name)")
-    parser.add_argument("--num-train", type=int, default=500)
-    parser.add_argument("--num-val", type=int, default=500)
-    parser.add_argument("--num-test", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--dataset", default="synthetic", help="dataset config (synthetic preset)")
+    parser.add_argument("--seeds", default=SEEDS, help="comma-separated run seeds")
+    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    parser.add_argument("--jobs", type=int, default=2, help="multiruns at a time")
+    parser.add_argument("--no-reference", dest="reference", action="store_false",
+                        help="pretrained preset: skip the from-scratch full runs of the criteria")  # fmt: skip
+    parser.add_argument("--sweep-dir", type=Path, default=None,
+                        help="default: logs/methods_benchmark/<preset>_<time>")  # fmt: skip
     parser.add_argument(
-        "--sweep-dir", type=Path, default=None, help="default: logs/methods_benchmark/<time>"
+        "--aggregate-only", type=Path, default=None, help="only tabulate this sweep"
     )
-    parser.add_argument(
-        "--aggregate-only", type=Path, default=None, help="only tabulate this sweep dir"
-    )
+    parser.add_argument("--out", type=Path, default=None, help="default: docs/report/<preset>/")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     return parser.parse_intermixed_args(argv)
 
 
-def sweep_command(args: argparse.Namespace, sweep_dir: Path) -> list[str]:
-    """The Hydra multirun command line of the grid."""
-    return [
-        sys.executable, "-m", "spml_rs.train", "-m",
-        f"method={args.methods}",
-        f"label_mode={args.label_modes}",
-        f"seed={args.seeds}",
-        f"dataset={args.dataset}",
-        f"trainer.max_epochs={args.epochs}",
-        f"dataset.datamodule.num_train={args.num_train}",
-        f"dataset.datamodule.num_val={args.num_val}",
-        f"dataset.datamodule.num_test={args.num_test}",
-        f"dataset.datamodule.batch_size={args.batch_size}",
-        f"model.net.name={args.model}",
-        # timm's strided stem: 16x fewer activations than the stride-1 stem on 32 px
-        "model.net.stem_stride=null",
-        "logger=none",
-        "callbacks.progress_bar=null",
-        f"hydra.sweep.dir={sweep_dir}",
-        # the default subdir lists every override: too long a file name here
-        "hydra.sweep.subdir=${hydra.job.num}_${method.name}_${label_mode.mode}_seed${seed}",
-        *args.overrides,
-    ]  # fmt: skip
+def run_grid(args: argparse.Namespace) -> Path:
+    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
+    sweep_dir = args.sweep_dir or ROOT / "logs" / "methods_benchmark" / f"{args.preset}_{stamp}"
+    sweep_dir = sweep_dir.resolve()
+    started = time.time()
+    ensure_backbone(args.preset, args.overrides)
+    commands = method_commands(args, sweep_dir)
+    print(f"sweep: {sweep_dir}", flush=True)
+    run_all(commands, args.jobs, sweep_dir / "logs")
+    minutes = (time.time() - started) / 60
+    print(f"grid finished in {minutes:.1f} min ({os.cpu_count()} CPUs, load now "
+          f"{os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
+    return sweep_dir
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     methods, modes = args.methods.split(","), args.label_modes.split(",")
-    sweep_dir = args.aggregate_only
-    if sweep_dir is None:
-        sweep_dir = args.sweep_dir or Path("logs/methods_benchmark") / time.strftime(
-            "%Y-%m-%d_%H-%M-%S"
-        )
-        command = sweep_command(args, sweep_dir.resolve())
-        print("running:", " ".join(command), flush=True)
-        started = time.time()
-        subprocess.run(command, check=True)
-        print(f"grid finished in {time.time() - started:.0f} s", flush=True)
+    sweep_dir = args.aggregate_only or run_grid(args)
     if not sweep_dir.is_dir():
         raise SystemExit(f"--aggregate-only: no such sweep directory: {sweep_dir}")
-    runs = [run for run in load_runs([sweep_dir]) if run.method in methods and run.key[2] in modes]
-    settings = [(args.dataset, mode) for mode in modes]
-    text = to_markdown(aggregate(runs), method_order=methods, setting_order=settings)
-    (sweep_dir / "methods_benchmark.md").write_text(text + "\n", encoding="utf-8")
-    print(text)
+    every = [r for r in load_runs([sweep_dir]) if r.key[2] in modes]
+    reference = [r for r in every if "reference" in r.path.relative_to(sweep_dir).parts]
+    runs = [r for r in every if r not in reference and r.method in methods]
+    out = (args.out or ROOT / "docs" / "report" / args.preset).resolve()
+    text = tables(runs, methods, modes)
+    checks = criteria(runs, reference)
+    body = "\n".join([f"## Synthetic benchmark, preset `{args.preset}`", "", text,
+                      "Realism criteria (docs/benchmark_protocol.md):", "",
+                      *[f"- {line}" for line in checks], ""])  # fmt: skip
+    atomic_write_text(out / "methods_benchmark.md", body)
+    atomic_write_text(out / "benchmark.csv", report.to_csv(report.aggregate(runs)))
+    atomic_write_text(out / "paired.csv", paired_csv(paired_differences(runs)))
+    written = plots(runs, out)
+    print(body)
+    print(f"{len(runs)} runs; wrote {out}/methods_benchmark.md, benchmark.csv, paired.csv and "
+          + ", ".join(p.name for p in written))  # fmt: skip
 
 
 if __name__ == "__main__":

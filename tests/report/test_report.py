@@ -177,6 +177,9 @@ def test_main_writes_tables_and_plots(sweep: Path, tmp_path: Path) -> None:
         "adagc_synthetic_dominant.png",  # only the setting whose runs logged adagc/ columns
         "benchmark.csv",
         "benchmark.md",
+        "paired.csv",  # every method's paired difference from an (report.paired)
+        "paired.md",
+        "paired_synthetic_random.png",  # the dominant setting has no pair: no plot
         "per_class_ap_synthetic_dominant.png",
         "per_class_ap_synthetic_random.png",
         "val_curves_synthetic_dominant.png",

@@ -93,8 +93,9 @@ class SyntheticDataModule(SPMLDataModule[SceneCache]):
     """Synthetic scenes (``dataset=synthetic`` / ``synthetic_rgb``).
 
     Args:
-        preset: ``multispectral`` (10 bands, the 19 BigEarthNet classes) or ``rgb``
-            (3 bands, the 17 AID-multilabel classes).
+        preset: ``multispectral`` (10 bands, the 19 BigEarthNet classes), ``rgb``
+            (3 bands, the 17 AID-multilabel classes) or ``pretrain`` (10 bands, the 32
+            classes of the pretraining world, :mod:`spml_rs.data.pretraining`).
         seed: world and image seed; the data are a pure function of (preset, seed, sizes).
         num_train, num_val, num_test, image_size: override the preset's sizes.
         root: cache folder (default ``~/.cache/spml_rs``).

@@ -31,8 +31,17 @@ import numpy as np
 import torch
 
 from spml_rs.data.classes import AID17_CLASSES, BEN19_CLASSES
+from spml_rs.data.pretraining import (
+    PRETRAIN_CLASSES,
+    PRETRAIN_FAMILIES,
+    PRETRAIN_LANDSCAPES,
+    PRETRAIN_WORLD_STREAM,
+)
 from spml_rs.data.verify import is_positive_int
 from spml_rs.fileio import atomic_write_bytes
+
+#: salt of the target presets' world stream (the pretraining world has its own)
+TARGET_WORLD_STREAM = 0xC0FFEE
 
 # Spectral families: classes in one family share a base signature.
 _BEN19_FAMILIES = (0, 0, 1, 1, 2, 1, 2, 3, 3, 3, 3, 2, 4, 3, 5, 6, 6, 7, 7)
@@ -81,6 +90,8 @@ class ScenePreset:
     noise: float = 0.08
     #: RGB presets mimic 8-bit aerial photos, multispectral ones 16-bit reflectance
     dtype: str = "uint16"
+    #: salt of the world's random stream: a world of its own (pretraining) shares no draw
+    world_stream: int = TARGET_WORLD_STREAM
 
 
 #: name -> preset; positional fields: name, class_names, families, landscapes, num_bands
@@ -89,6 +100,15 @@ PRESETS = {
     for preset in (
         ScenePreset("multispectral", BEN19_CLASSES, _BEN19_FAMILIES, _BEN19_LANDSCAPES, 10),
         ScenePreset("rgb", AID17_CLASSES, _AID17_FAMILIES, _AID17_LANDSCAPES, 3, dtype="uint8"),
+        # the pretraining world (spml_rs.data.pretraining): 10 bands like multispectral
+        ScenePreset(
+            "pretrain",
+            PRETRAIN_CLASSES,
+            PRETRAIN_FAMILIES,
+            PRETRAIN_LANDSCAPES,
+            10,
+            world_stream=PRETRAIN_WORLD_STREAM,
+        ),
     )
 }
 
@@ -138,7 +158,7 @@ class SceneWorld:
     """
 
     def __init__(self, preset: ScenePreset, seed: int) -> None:
-        rng = np.random.default_rng([seed, 0xC0FFEE])
+        rng = np.random.default_rng([seed, preset.world_stream])
         num_classes, bands = len(preset.class_names), preset.num_bands
         num_families = max(preset.families) + 1
         # Smooth spectral curves per family; classes deviate mildly from their family.

@@ -8,6 +8,9 @@ Outputs (``--out``, default ``report/`` inside the directory read):
 * ``benchmark.md`` -- rows = method, one column group per dataset x label_mode
   setting, cells ``mean ± std`` in percent and the number of seeds;
 * ``benchmark.csv`` -- one row per (method, setting): means, stds (fractions) and n;
+* ``paired.md`` / ``paired.csv`` -- each method's difference from a baseline (``--baseline``,
+  default ``an``) with the same seed, mean and 95% t-interval (:mod:`~spml_rs.report.paired`),
+  and ``paired_<setting>.png``, those intervals as a plot (first metric);
 * ``per_class_ap_<setting>.png``, ``val_curves_<setting>.png`` (mean over seeds
   of each validation metric per epoch, from each run's ``metrics.csv``) and
   ``adagc_<setting>.png`` when runs logged ``adagc/...`` columns.
@@ -21,6 +24,15 @@ and :mod:`~spml_rs.report.cli` (the command, run by ``__main__``). The names bel
 from __future__ import annotations
 
 from spml_rs.report.cli import main
+from spml_rs.report.paired import (
+    PairedDiff,
+    PairedRow,
+    paired_csv,
+    paired_differences,
+    paired_interval,
+    paired_markdown,
+    setting_markdown,
+)
 from spml_rs.report.runs import (
     ADAGC_PREFIX,
     METRICS_CSV,
@@ -41,6 +53,8 @@ __all__ = [
     "METRICS_CSV",
     "SETTING_KEYS",
     "Cell",
+    "PairedDiff",
+    "PairedRow",
     "Row",
     "Run",
     "aggregate",
@@ -50,7 +64,12 @@ __all__ = [
     "load_runs",
     "main",
     "mean_curve",
+    "paired_csv",
+    "paired_differences",
+    "paired_interval",
+    "paired_markdown",
     "read_metrics_csv",
+    "setting_markdown",
     "to_csv",
     "to_markdown",
 ]

@@ -15,6 +15,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from spml_rs.report.paired import PairedRow
 from spml_rs.report.runs import ADAGC_PREFIX, Run, mean_curve, read_metrics_csv
 
 DEFAULT_CURVES = ("val/mAP_macro",)
@@ -90,7 +91,8 @@ def val_curves(
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{column} (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.lines:  # a column no run logged: no empty legend (and no warning)
+            ax.legend(fontsize=7)
     fig.suptitle(f"{' / '.join(setting)}: validation vs epochs (mean over seeds)")
     fig.tight_layout()
     if drawn:
@@ -142,11 +144,49 @@ def adagc_curves(runs: Sequence[Run], setting: Sequence[str], path: Path) -> boo
     return True
 
 
+def paired_plot(rows: Sequence[PairedRow], setting: Sequence[str], path: Path, metric: str) -> bool:
+    """Per method, the paired Δ of ``metric`` from the baseline with its t-interval.
+
+    A filled marker where the interval excludes 0, an open one where it does not, a
+    vertical line at 0; methods top to bottom in the rows' order. False when no row of
+    the setting has an interval.
+    """
+    mine = [r for r in rows if r.setting == tuple(setting) and r.diffs[metric].low is not None]
+    if not mine:
+        return False
+    fig = Figure(figsize=(6.5, 0.3 * len(mine) + 1.6))
+    ax = fig.subplots()
+    for y, row in enumerate(mine):
+        diff = row.diffs[metric]
+        assert diff.mean is not None and diff.low is not None and diff.high is not None
+        mean, low, high = 100 * diff.mean, 100 * diff.low, 100 * diff.high
+        ax.errorbar(mean, y, xerr=[[mean - low], [high - mean]], fmt="o", color="C0", capsize=3,
+                    markerfacecolor="C0" if diff.excludes_zero else "white")  # fmt: skip
+    ax.axvline(0.0, color="k", linewidth=0.8)
+    ax.set_yticks(range(len(mine)))
+    ax.set_yticklabels([r.method for r in mine], fontsize=7)
+    ax.invert_yaxis()
+    n = sorted({len(r.seeds) for r in mine})
+    ax.set_xlabel(
+        f"Δ {metric} vs {mine[0].baseline} (points; same seeds, n = {'/'.join(map(str, n))})"
+    )
+    ax.set_title(f"{' / '.join(setting)}: paired difference, 95% t-interval (filled: excludes 0)",
+                 fontsize=9)  # fmt: skip
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return True
+
+
 def write_plots(
-    runs: Sequence[Run], out: Path, curve_columns: Sequence[str] | None = None
+    runs: Sequence[Run],
+    out: Path,
+    curve_columns: Sequence[str] | None = None,
+    paired: Sequence[PairedRow] = (),
 ) -> list[Path]:
-    """All figures for all settings; returns the files written."""
+    """All figures for all settings (the paired Δ of the first metric of ``paired`` too)."""
     written = []
+    metric = next(iter(paired[0].diffs)) if paired else None
     for setting, group in _by_setting(runs).items():
         slug = _slug(setting)
         ap_path, curve_path, adagc_path = (
@@ -158,4 +198,7 @@ def write_plots(
             written.append(curve_path)
         if adagc_curves(group, setting, adagc_path):
             written.append(adagc_path)
+        paired_path = out / f"paired_{slug}.png"
+        if metric is not None and paired_plot(paired, setting, paired_path, metric):
+            written.append(paired_path)
     return written
