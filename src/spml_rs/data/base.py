@@ -24,7 +24,13 @@ from torch.utils.data import DataLoader, Sampler
 
 from spml_rs import labels as spl
 from spml_rs.data.index import SPLITS, DatasetIndex
-from spml_rs.data.splits import EpochSeededSampler, SplitDataset, SplitSubset
+from spml_rs.data.splits import (
+    BatchReads,
+    EpochSeededSampler,
+    SplitDataset,
+    SplitSubset,
+    pass_batch,
+)
 from spml_rs.data.verify import check_level, read_every_sample
 from spml_rs.dataset_info import DatasetInfo
 from spml_rs.label_files import read_single_positives
@@ -255,12 +261,19 @@ class SPMLDataModule(L.LightningDataModule, abc.ABC, Generic[IndexT]):
         dataset.labels = one_hot.astype(np.uint8)
 
     def _loader(self, split: str, sampler: Sampler[int] | None = None) -> DataLoader[Any]:
+        """A batch-reading loader of ``split`` (:class:`~spml_rs.data.splits.BatchReads`).
+
+        ``batch_size`` and ``sampler`` stay the DataLoader's own, so Lightning can
+        swap in its ``DistributedSampler`` under DDP; each worker gets a batch's
+        indices and reads them in one go, nothing is collated per sample.
+        """
         return DataLoader(
-            self.datasets[split],
+            BatchReads(self.datasets[split], pin=self.pin_memory),
             batch_size=self.batch_size if split == "train" else self.eval_batch_size,
             sampler=sampler,
             shuffle=False,
             num_workers=self.num_workers,
+            collate_fn=pass_batch,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
             drop_last=False,

@@ -19,7 +19,7 @@ from spml_rs.data.benv2_bands import BandLayout
 from spml_rs.data.benv2_index import BENv2Index, SplitIndex
 from spml_rs.data.benv2_lmdb import LazyLMDB
 from spml_rs.data.index import SPLITS
-from spml_rs.data.splits import SplitDataset
+from spml_rs.data.splits import SplitDataset, empty_batch
 from spml_rs.data.verify import Failures, chunks, is_positive_int, progress
 from spml_rs.dataset_info import DatasetInfo
 
@@ -30,7 +30,13 @@ if TYPE_CHECKING:
 
 
 class BENv2Dataset(SplitDataset):
-    """One reBEN split read from an LMDB; ``image`` is the packed (nbytes,) uint8 buffer."""
+    """One reBEN split read from an LMDB; ``image`` is the packed (nbytes,) uint8 buffer.
+
+    A batch (:meth:`read_images`) is read key after key in the process's one read
+    transaction, and each value's bands are copied from the LMDB map straight
+    into the batch tensor (:meth:`BandLayout.pack_value`): no decoded arrays,
+    no per-sample buffers.
+    """
 
     def __init__(
         self, index: SplitIndex, targets: np.ndarray, database: LazyLMDB, layout: BandLayout
@@ -44,12 +50,27 @@ class BENv2Dataset(SplitDataset):
         self.layout = layout
 
     def read_image(self, index: int) -> np.ndarray:
-        keys = {"s2": str(self.image_ids[index])}
-        if self.s1_names is not None:
-            keys["s1"] = str(self.s1_names[index])
-        # Views into the LMDB map: pack() copies each band once into the sample buffer.
-        arrays = {source: self.database.get_views(keys[source]) for source in self.layout.sources}
-        return self.layout.pack(arrays, keys, self.database.path)
+        out = np.empty(self.layout.nbytes, dtype=np.uint8)
+        self._pack(np.array([index]), out.data)
+        return out
+
+    def read_images(self, rows: np.ndarray, pin: bool = False) -> torch.Tensor:
+        """(B, nbytes) uint8: the packed samples of ``rows``, written in place."""
+        out = empty_batch((len(rows), self.layout.nbytes), np.uint8, pin)
+        self._pack(rows, out.numpy().reshape(-1).data)
+        return out
+
+    def _pack(self, rows: np.ndarray, out: memoryview) -> None:
+        """Pack the samples of ``rows`` into ``out``, one (nbytes,) sample after another."""
+        nbytes, path = self.layout.nbytes, self.database.path
+        for source in self.layout.sources:
+            names = self.image_ids if source == "s2" else self.s1_names
+            assert names is not None  # checked in __init__
+            keys = names[rows].tolist()
+            values = self.database.views(keys)
+            for position, (key, value) in enumerate(zip(keys, values, strict=True)):
+                start = position * nbytes
+                self.layout.pack_value(source, value, out[start : start + nbytes], key, path)
 
 
 class BENv2DataModule(SPMLDataModule[BENv2Index]):

@@ -75,13 +75,9 @@ def decode_view(
     valid only while ``data`` is (an LMDB buffer: while its read transaction lives).
     """
     try:
-        if len(data) < 8:
-            raise ValueError("shorter than the 8-byte header length")
-        length = int.from_bytes(data[:8], "little")
-        if length > len(data) - 8:
-            raise ValueError(f"header length {length} exceeds the value")
-        tensors = _parse_header(bytes(data[8 : 8 + length]))
-        start, size = 8 + length, len(data) - 8 - length
+        header, start = split_header(data)
+        tensors = parse_header(header)
+        size = len(data) - start
         out = {}
         for name, dtype, shape, begin, end in tensors:
             if end > size:
@@ -90,18 +86,38 @@ def decode_view(
             out[name] = np.frombuffer(data, dtype, count, start + begin).reshape(shape)
         return out
     except (ValueError, KeyError, TypeError) as error:
-        raise CorruptValueError(
-            f"LMDB {path}: the value of key {key!r} ({len(data)} bytes) is not a valid "
-            f"safetensors dict ({error}); the entry is corrupt, rebuild it with "
-            "`python -m spml_rs.prepare benv2-lmdb`"
-        ) from error
+        raise corrupt_value(data, key, path, error) from error
+
+
+def corrupt_value(
+    data: memoryview | bytes, key: str, path: str | os.PathLike[str], error: Exception
+) -> CorruptValueError:
+    """The error for a value of ``key`` in LMDB ``path`` that is not a valid safetensors dict."""
+    return CorruptValueError(
+        f"LMDB {path}: the value of key {key!r} ({len(data)} bytes) is not a valid "
+        f"safetensors dict ({error}); the entry is corrupt, rebuild it with "
+        "`python -m spml_rs.prepare benv2-lmdb`"
+    )
+
+
+def split_header(data: memoryview | bytes) -> tuple[bytes, int]:
+    """(JSON header bytes, offset of the tensor bytes) of a safetensors value; ValueError if cut."""
+    if len(data) < 8:
+        raise ValueError("shorter than the 8-byte header length")
+    length = int.from_bytes(data[:8], "little")
+    if length > len(data) - 8:
+        raise ValueError(f"header length {length} exceeds the value")
+    return bytes(data[8 : 8 + length]), 8 + length
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_header(
+def parse_header(
     header: bytes,
 ) -> tuple[tuple[str, np.dtype[Any], tuple[int, ...], int, int], ...]:
-    """(name, dtype, shape, begin, end) of each tensor, checked for consistency."""
+    """(name, dtype, shape, begin, end) of each tensor, checked for consistency.
+
+    ``begin``/``end`` count from the first tensor byte (:func:`split_header`).
+    """
     specs = json.loads(header)
     specs.pop("__metadata__", None)
     tensors = []
@@ -119,16 +135,27 @@ def check_band(
 ) -> np.ndarray:
     """Return ``arrays[band]`` after checking its dtype and (side, side) shape."""
     array = arrays.get(band)
-    if array is None:
-        raise CorruptValueError(
-            f"LMDB {path}: key {key!r} has no band {band!r} (it holds {sorted(arrays)})"
-        )
-    if array.dtype != dtype or array.shape != (side, side):
-        raise CorruptValueError(
-            f"LMDB {path}: key {key!r} band {band!r} is {array.dtype}{list(array.shape)}, "
-            f"expected {np.dtype(dtype)}[{side}, {side}]"
-        )
+    found = None if array is None else (array.dtype, array.shape)
+    problem = band_problem(band, found, sorted(arrays), np.dtype(dtype), side)
+    if problem:
+        raise CorruptValueError(f"LMDB {path}: key {key!r} {problem}")
+    assert array is not None
     return array
+
+
+def band_problem(
+    band: str,
+    found: tuple[np.dtype[Any], tuple[int, ...]] | None,
+    names: list[str],
+    dtype: np.dtype[Any],
+    side: int,
+) -> str | None:
+    """What is wrong with ``band`` (``found``: its dtype and shape, None if absent), or None."""
+    if found is None:
+        return f"has no band {band!r} (it holds {names})"
+    if found[0] != dtype or tuple(found[1]) != (side, side):
+        return f"band {band!r} is {found[0]}{list(found[1])}, expected {dtype}[{side}, {side}]"
+    return None
 
 
 #: Open environments of this process: py-lmdb refuses to open one path twice per
@@ -212,6 +239,20 @@ class LazyLMDB:
     def get_views(self, key: str) -> dict[str, np.ndarray]:
         """Decoded value of ``key`` as read-only views into the map (copy before keeping)."""
         return decode_view(self.view(key), key, self.path)
+
+    def views(self, keys: Iterable[str]) -> Iterator[memoryview]:
+        """Values of ``keys`` in order, zero-copy views read in one transaction.
+
+        The batch reader's access: the process's environment is looked up once,
+        not per key. Views are valid while this process's read transaction lives.
+        KeyError names the first missing key and the LMDB.
+        """
+        transaction = self._transaction()
+        for key in keys:
+            value = transaction.get(key.encode("utf-8"))
+            if value is None:
+                raise KeyError(f"key {key!r} not found in LMDB {self.path}")
+            yield memoryview(value)
 
     def missing(self, keys: Iterable[str]) -> list[str]:
         """The ``keys`` not in the LMDB, in one read transaction (``in`` resolves the path per key)."""
