@@ -87,7 +87,7 @@ def val_curves(
                     label=method,
                 )
                 drawn = True
-        ax.set_xlabel("epoch (0-based, as logged)")
+        ax.set_xlabel("epoch (0 = first)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(f"{column} (%)")
         ax.grid(alpha=0.3)
@@ -134,7 +134,7 @@ def adagc_curves(runs: Sequence[Run], setting: Sequence[str], path: Path) -> boo
             elif name == "stage" and any(v >= 2 for _, v in curve):
                 start = min(e for e, v in curve if v >= 2)
                 ax.axvline(start, color="k", alpha=0.7, label=f"{label} stage 2 from epoch {start}")
-    ax.set_xlabel("epoch (0-based, as logged)")
+    ax.set_xlabel("epoch (0 = first)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"AdaGC training dynamics, {' / '.join(setting)}")
     ax.grid(alpha=0.3)
