@@ -269,8 +269,8 @@ class BandLayout:
         (:mod:`spml_rs.data.recycled`: a fresh 40 MiB tensor per batch costs more in
         page faults than the arithmetic), and the 20/60 m bands are cast and
         standardised as one small (B, n, s, s) tensor per segment, then replicated
-        by k strided copies and one row copy (a copy whose innermost dimension is
-        a broadcast of length k = 2 or 6 runs element by element). With bilinear,
+        through a cached scratch (a copy whose innermost dimension is a broadcast
+        of length k = 2 or 6 runs element by element). With bilinear,
         standardising before interpolating is the same linear map, so it agrees
         with the device path to float rounding.
         """
@@ -299,8 +299,7 @@ class BandLayout:
                 for j, channel in enumerate(channels):
                     out[:, channel].copy_(small[:, j])
             else:
-                for j, channel in enumerate(channels):
-                    _replicate_nearest(out[:, channel], small[:, j])
+                _replicate_nearest([out[:, channel] for channel in channels], small)
         return out
 
     def _segment_stats(self, seg: Segment) -> tuple[torch.Tensor, torch.Tensor]:
@@ -317,20 +316,23 @@ class BandLayout:
 _CPU_OUTPUTS = RecycledArrays()
 
 
-def _replicate_nearest(target: torch.Tensor, source: torch.Tensor) -> None:
-    """``target`` (B, S, S) = ``source`` (B, s, s) repeated k = S / s times along y and x.
+def _replicate_nearest(targets: list[torch.Tensor], source: torch.Tensor) -> None:
+    """``targets[j]`` (B, S, S) = ``source[:, j]`` (B, s, s) repeated k = S / s times along y and x.
 
-    x first, into the first of every k rows: k copies of ``source`` into the
-    columns x::k (strided writes of whole rows); then those rows into the k - 1
-    rows below them (contiguous rows of S values).
+    Along x into a (B, s, S) scratch that stays in cache (k strided copies), then
+    the scratch into the k rows of each target at once: every output cache line
+    is written once, in order (writing the strided columns straight into the
+    output touched each line k + 1 times and ran at half the speed).
     """
-    size, side, big = source.shape[0], source.shape[-1], target.shape[-1]
+    size, _, side, _ = source.shape
+    big = targets[0].shape[-1]
     factor = big // side
-    rows = target.view(size, side, factor, big)
-    first = rows[:, :, 0, :].view(size, side, side, factor)
-    for x in range(factor):
-        first[..., x].copy_(source)
-    rows[:, :, 1:, :].copy_(rows[:, :, :1, :].expand(size, side, factor - 1, big))
+    wide = torch.empty((size, side, big), dtype=source.dtype)
+    columns = wide.view(size, side, side, factor)
+    for target, band in zip(targets, source.unbind(1), strict=True):
+        for x in range(factor):
+            columns[..., x].copy_(band)
+        target.view(size, side, factor, big).copy_(wide[:, :, None, :].expand(-1, -1, factor, -1))
 
 
 _TORCH_DTYPES = {"uint16": torch.uint16, "float32": torch.float32}
