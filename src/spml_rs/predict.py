@@ -19,18 +19,27 @@ means the same whether or not this module was imported.
 
 from __future__ import annotations
 
+import logging
 import sys
 import types
 from typing import Any
 
-import hydra
-from omegaconf import DictConfig
+from spml_rs import runtime
 
-from spml_rs.inference import predict_images
+# Before torch is imported: libgomp reads its wait policy once, when it loads.
+runtime.prefer_passive_openmp_waiting()
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from spml_rs.inference import predict_images  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="predict")
 def main(cfg: DictConfig) -> None:
+    runtime.set_up_process(log)
     predict_images(cfg)
 
 

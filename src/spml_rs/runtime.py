@@ -121,6 +121,17 @@ def thread_settings(environ: MutableMapping[str, str] = os.environ) -> dict[str,
     }
 
 
+def set_up_process(log: logging.Logger) -> None:
+    """What every command does first inside its Hydra run: route the libraries' logs into the
+    run's log file and give torch one thread per available CPU (logged)."""
+    route_library_logs()
+    threads = configure_threads()
+    log.info(
+        f"torch: {threads} intra-op threads ({available_cpus()} CPUs available), "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
+    )
+
+
 # ------------------------------------------------------------------- logging
 def route_library_logs() -> None:
     """Let Lightning's loggers and Python warnings go through the root logger's handlers.

@@ -14,18 +14,26 @@ evaluation's run directory and are printed; nothing of the training run is writt
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import hydra
-import lightning as L
-from lightning.pytorch.utilities import rank_zero_warn
-from omegaconf import DictConfig
+from spml_rs import runtime
 
-from spml_rs import builders, checkpoints, resume, run_config
-from spml_rs.module import SPMLModule
-from spml_rs.results import print_metrics_table, write_evaluation_results
+# Before torch is imported: libgomp reads its wait policy once, when it loads.
+runtime.prefer_passive_openmp_waiting()
+
+import hydra  # noqa: E402
+import lightning as L  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from spml_rs import builders, checkpoints, resume, run_config  # noqa: E402
+from spml_rs.module import SPMLModule  # noqa: E402
+from spml_rs.results import print_metrics_table, write_evaluation_results  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 
 def load_evaluated_state(module: SPMLModule, checkpoint: Mapping[str, Any], ckpt_path: str) -> None:
@@ -82,6 +90,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] | None = None) -> dict[st
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="test")
 def main(cfg: DictConfig) -> None:
+    runtime.set_up_process(log)
     evaluate(cfg)
 
 

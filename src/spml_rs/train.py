@@ -9,7 +9,6 @@ sweepers. Process set-up (threads, logging, signals) is :mod:`spml_rs.runtime`'s
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -118,12 +117,7 @@ def discarded_if_failing(run_dir: Path, log_name: str) -> Iterator[None]:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    runtime.route_library_logs()
-    threads = runtime.configure_threads()
-    log.info(
-        f"torch: {threads} intra-op threads ({runtime.available_cpus()} CPUs available), "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"
-    )
+    runtime.set_up_process(log)
     metrics = train(cfg)
     target = cfg.get("optimized_metric")
     value = metrics.get(target) if target else None
