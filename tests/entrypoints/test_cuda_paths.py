@@ -68,6 +68,12 @@ class ForwardProbe(L.Callback):
             "stage": getattr(pl_module.loss, "stage", None),
             "conv_channels_last": conv.weight.is_contiguous(memory_format=torch.channels_last),
         }
+        teacher = find_callback(trainer, EMATeacher)
+        if teacher is not None:
+            first = next(m for m in teacher.net.modules() if isinstance(m, nn.Conv2d))
+            report["teacher_conv_channels_last"] = first.weight.is_contiguous(
+                memory_format=torch.channels_last
+            )
         self.path.write_text(json.dumps(report))
 
 
@@ -115,7 +121,9 @@ def test_gpu_trainer_config_trains_adagc_in_bf16_autocast_on_cpu(make_cfg, tmp_p
     assert probe["stage"] == 2
     # the teacher's forward (pseudo-labels, detector signal) runs under the trainer's autocast too
     assert probe["calls"]["student"] == [BF16_CHANNELS_LAST]
-    assert probe["calls"]["teacher"] == [[True, "torch.bfloat16", "torch.bfloat16", False]]
+    # ... in the student's memory format (its copy is made before the student is converted)
+    assert probe["calls"]["teacher"] == [BF16_CHANNELS_LAST]
+    assert probe["teacher_conv_channels_last"] is True
     # per-sample state and label statistics stay float32 whatever the forward's dtype
     assert probe["loss_buffers"]["score_state"] == "torch.float32"
     assert probe["loss_buffers"]["label_frequency"] == "torch.float32"

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from spml_rs.callbacks.ema_teacher import EMATeacher
+from spml_rs.callbacks.ema_teacher import EMATeacher, memory_format_of
 from spml_rs.methods.adagc import AdaGCLoss, adagc_batch
 from spml_rs.methods.base import Batch
 
@@ -48,10 +48,15 @@ def check_source(source: str, owner: str) -> None:
 
 @torch.no_grad()
 def predict_probs(net: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """sigmoid(net(image)) in eval mode, float (B, C); the net's mode is restored."""
+    """sigmoid(net(image)) in eval mode, float (B, C); the net's mode is restored.
+
+    The input takes the weights' memory format (channels-last on CUDA, or with
+    ``model.channels_last=on``), as the student's forward does.
+    """
     was_training = net.training
     net.eval()
     try:
+        image = image.contiguous(memory_format=memory_format_of(net))
         return torch.sigmoid(net(image).float())
     finally:
         net.train(was_training)

@@ -13,10 +13,23 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from spml_rs.callbacks.deferred_state import DeferredStateCallback
+
+
+def memory_format_of(net: nn.Module) -> torch.memory_format:
+    """``channels_last`` when the net's convolution weights are stored so, else contiguous."""
+    weight = next((p for p in net.parameters() if p.dim() == 4), None)
+    if (
+        weight is not None
+        and not weight.is_contiguous()
+        and weight.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class EMATeacher(DeferredStateCallback):
@@ -63,7 +76,10 @@ class EMATeacher(DeferredStateCallback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         assert self.teacher is not None
-        self.teacher.to(pl_module.device)
+        # The copy was made before the module's setup chose the student's memory format
+        # (channels-last on CUDA): follow it, or every teacher forward converts layouts.
+        student: nn.Module = pl_module.net  # type: ignore[assignment]
+        self.teacher.to(pl_module.device, memory_format=memory_format_of(student))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
