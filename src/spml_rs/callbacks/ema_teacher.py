@@ -79,7 +79,8 @@ class EMATeacher(DeferredStateCallback):
         # The copy was made before the module's setup chose the student's memory format
         # (channels-last on CUDA): follow it, or every teacher forward converts layouts.
         student: nn.Module = pl_module.net  # type: ignore[assignment]
-        self.teacher.to(pl_module.device, memory_format=memory_format_of(student))
+        self.teacher.to(pl_module.device)
+        self.teacher.to(memory_format=memory_format_of(student))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, idx: int
