@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+import simplejpeg
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from torchvision.transforms.v2.functional import resize
 
 from spml_rs.data.aid_index import AIDFormatError, AIDIndex, AIDSplit, header_problem, image_header
@@ -58,12 +58,25 @@ class AIDImages(SplitDataset):
         return image.numpy()
 
 
+#: JPEG colour spaces libjpeg-turbo cannot turn into RGB; PIL converts them
+_NOT_TO_RGB = ("CMYK", "YCCK")
+
+
 def decode(path: str) -> torch.Tensor:
-    """RGB uint8 (3, H, W). JPEGs go through torchvision's libjpeg-turbo decoder
-    (the same pixels as PIL, ~25% faster and channels-first already); other formats
-    through PIL."""
+    """RGB uint8 (3, H, W) of an image file.
+
+    JPEGs go through simplejpeg (libjpeg-turbo, bundled in its wheels; no tie to the
+    torch build): PIL's pixels exactly, and faster (``benchmarks/decoder_benchmark.py``,
+    ``docs/datasets_aid.md``). torchvision's ``decode_jpeg``, used before, is deprecated
+    since torchvision 0.29. CMYK/YCCK JPEGs and the other formats go through PIL.
+    A damaged file raises ``ValueError`` (simplejpeg) or ``OSError`` (PIL); callers add the path.
+    """
     if path.lower().endswith((".jpg", ".jpeg")):
-        return decode_jpeg(read_file(path), mode=ImageReadMode.RGB)
+        with open(path, "rb") as file:
+            data = file.read()
+        if simplejpeg.decode_jpeg_header(data)[2] not in _NOT_TO_RGB:
+            rgb = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     with Image.open(path) as image:
         array = np.asarray(image.convert("RGB"))
     return torch.from_numpy(array.transpose(2, 0, 1).copy())
