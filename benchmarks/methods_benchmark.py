@@ -52,6 +52,7 @@ SEEDS = "0,1,2,3,4"
 PRESETS = ("pretrained", "scratch")
 CURVE = "val/mAP_macro"
 REFERENCE = "reference_full_from_scratch"
+README_METRICS = ("test/mAP_macro", "test/mAP_micro", "test/F1_macro")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -118,14 +119,19 @@ def method_commands(args: argparse.Namespace, sweep_dir: Path) -> dict[str, list
 
 
 # ------------------------------------------------------------------- tables
-def tables(runs: Sequence[Run], methods: Sequence[str], modes: Sequence[str]) -> str:
-    """Per label mode: mean ± std and paired Δ from AN of every default metric."""
-    rows = report.aggregate(runs)
-    paired = paired_differences(runs)
+def tables(
+    runs: Sequence[Run],
+    methods: Sequence[str],
+    modes: Sequence[str],
+    metrics: Sequence[str] = report.DEFAULT_METRICS,
+) -> str:
+    """Per label mode: mean ± std and paired Δ from AN of each metric."""
+    rows = report.aggregate(runs, metrics)
+    paired = paired_differences(runs, metrics=metrics)
     parts = []
     for setting in sorted({r.setting for r in rows}, key=lambda s: modes.index(s[1])):
         parts += [f"### {' / '.join(setting)}", ""]
-        parts.append(setting_markdown(rows, paired, setting, method_order=methods))
+        parts.append(setting_markdown(rows, paired, setting, metrics, methods))
     return "\n".join(parts)
 
 
@@ -198,7 +204,7 @@ def criteria_plot(runs: Sequence[Run], reference: Sequence[Run], path: Path) -> 
             [100 * v for _, v, _ in mean],
             color="C0",
             lw=2,
-            label=f"an (mean): peak {100 * peak:.1f} at epoch {epoch + 1}, last {100 * last:.1f}",
+            label=f"an (mean): peak {100 * peak:.1f} at epoch {epoch + 1}, last quarter {100 * last:.1f}",
         )
         ax.plot([epoch + 1], [100 * peak], "v", color="C0", markersize=9)
         for method, source, style, colour in (
@@ -312,11 +318,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                       "Realism criteria (docs/benchmark_protocol.md):", "",
                       *[f"- {line}" for line in checks], ""])  # fmt: skip
     atomic_write_text(out / "methods_benchmark.md", body)
+    # the README's subset: mAP macro, mAP micro, F1 macro
+    atomic_write_text(out / "readme_tables.md", tables(runs, methods, modes, README_METRICS))
     atomic_write_text(out / "benchmark.csv", report.to_csv(report.aggregate(runs)))
     atomic_write_text(out / "paired.csv", paired_csv(paired_differences(runs)))
     written = plots(runs, reference, out)
     print(body)
-    print(f"{len(runs)} runs; wrote {out}/methods_benchmark.md, benchmark.csv, paired.csv and "
+    print(f"{len(runs)} runs; wrote {out}/methods_benchmark.md, readme_tables.md, benchmark.csv, "
+          "paired.csv and "
           + ", ".join(p.name for p in written))  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def test_the_pretrained_protocol(tmp_path: Path, cache: Path) -> None:
     net = cfg.model.net
     assert net.pretrained is True
     assert Path(net.weights_path) == cache / "pretrained" / "synthetic_pretrain_resnet10t.pth"
-    assert cfg.dataset.datamodule.num_train == 256 and cfg.dataset.datamodule.augment is False
+    assert cfg.dataset.datamodule.num_train == 256 and cfg.dataset.datamodule.augment is True
     assert cfg.dataset.datamodule.batch_size == 32
     assert cfg.model.scheduler is None and cfg.trainer.max_epochs == 24
 

@@ -154,6 +154,11 @@ def test_setting_table_shows_mean_std_and_delta(sweep: Path) -> None:
     mean, std = statistics.fmean(GAIN), statistics.stdev(GAIN)
     gain = next(line for line in lines if line.startswith("| gain |"))
     assert f"{100 * mean:.2f} ± {100 * std:.2f}" in gain and "**+1.26" in gain
+    assert lines[0].startswith("| method | mAP macro | Δ |")  # one split: named without it
+    metrics = [METRIC, "val/x"]
+    rows, paired = report.aggregate(runs, metrics), report.paired_differences(runs, metrics=metrics)
+    both = report.setting_markdown(rows, paired, ("synthetic", "random"), metrics)
+    assert both.startswith("| method | test mAP macro | Δ | val x | Δ |")
 
 
 def test_report_command_writes_the_paired_table_csv_and_plot(sweep: Path, tmp_path: Path) -> None:

@@ -197,9 +197,11 @@ def setting_markdown(
     """One setting: per method and metric ``mean ± std`` then its Δ from the baseline, seeds."""
     mine = {r.method: r for r in rows if r.setting == setting}
     deltas = {r.method: r for r in paired if r.setting == setting}
+    # metrics of one split are named without it; of several (val and test), with it
+    splits = {m.split("/", 1)[0] for m in metrics}
     header = ["method"]
     for m in metrics:
-        header += [_short(m), "Δ"]
+        header += [_short(m) if len(splits) == 1 else m.replace("/", " ").replace("_", " "), "Δ"]
     lines = ["| " + " | ".join([*header, "seeds"]) + " |", "|" + "---|" * (len(header) + 1)]
     for method in _ordered(set(mine), method_order):
         cells = [method]
