@@ -23,6 +23,7 @@ ratios (goals: pipeline >= 90 % of the limit, AdaGC <= 1.3x AN's step time).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import tempfile
@@ -155,7 +156,9 @@ def fit(args: argparse.Namespace, root: Path, feed: str, method: str, out: Path)
     timer = EpochTimer(timed=1)
     trainer = builders.build_trainer(cfg, [timer, *builders.build_callbacks(cfg)], [])
     cuda = torch.cuda.is_available() and args.accelerator == "gpu"
-    if cuda:
+    if cuda:  # the previous run's module and trainer hold cycles: free them first
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     trainer.fit(module, datamodule=datamodule)
     if method == "adagc" and module.loss.stage != 2:  # type: ignore[union-attr]
@@ -170,7 +173,9 @@ def fit(args: argparse.Namespace, root: Path, feed: str, method: str, out: Path)
 
 def device_name(args: argparse.Namespace) -> str:
     if args.accelerator == "gpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name()
+        return (
+            f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+        )
     return f"CPU ({os.cpu_count()} cores)"
 
 

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
+import gpu_throughput
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-sys.path.insert(0, str(BENCHMARKS))
-
-import gpu_throughput  # noqa: E402
 
 
 def test_tiny_cpu_run_prints_every_row_and_ratio(
