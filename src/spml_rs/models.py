@@ -82,7 +82,7 @@ def _create_timm(
     if pretrained and weights_path:
         path = Path(weights_path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"model.weights_path: no such file: {path}")
+            raise FileNotFoundError(f"model.net.weights_path: no such file: {path}")
         return timm.create_model(
             name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
         )

@@ -30,7 +30,7 @@ from typing import Any
 from scipy import stats
 
 from spml_rs.report.runs import SETTING_KEYS, Run, _Keyed, config_value
-from spml_rs.report.tables import DEFAULT_METRICS, Row, _fmt, _ordered, _short
+from spml_rs.report.tables import DEFAULT_METRICS, Row, _fmt, _ordered, _short, method_by_setting
 
 DEFAULT_BASELINE = "an"
 #: config parts two paired runs must share: the same images, labels and data order
@@ -166,24 +166,12 @@ def paired_markdown(
     """Rows = method; per setting the Δ of each metric and the number of paired seeds."""
     if not rows:
         return ""
-    settings = _ordered({r.setting for r in rows}, setting_order)
-    methods = _ordered({r.method for r in rows}, method_order)
-    by_key = {r.key: r for r in rows}
-    header = ["method"]
-    for setting in settings:
-        name = " / ".join(setting)
-        header += [f"{name}: Δ {_short(m)}" for m in metrics] + [f"{name}: pairs"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method in methods:
-        cells = [method]
-        for setting in settings:
-            row = by_key.get((method, *setting))
-            if row is None:
-                cells += ["—"] * (len(metrics) + 1)
-            else:
-                cells += [format_diff(row.diffs[m]) for m in metrics] + [str(len(row.seeds))]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join([*lines, "", note(rows[0].baseline, confidence), ""])
+    table = method_by_setting(
+        rows, metrics, method_order, setting_order,
+        column=lambda m: f"Δ {_short(m)}", cells=lambda row: [format_diff(row.diffs[m]) for m in metrics],
+        count="pairs",
+    )  # fmt: skip
+    return "\n".join([table, "", note(rows[0].baseline, confidence), ""])
 
 
 def setting_markdown(

@@ -7,7 +7,7 @@ import io
 import math
 import statistics
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,25 +118,48 @@ def to_markdown(
     Methods and settings come in ``method_order`` / ``setting_order`` first, the
     rest alphabetically.
     """
+    table = method_by_setting(
+        rows, metrics, method_order, setting_order,
+        column=_short, cells=lambda row: [_fmt(row.cells[m]) for m in metrics], count="seeds",
+    )  # fmt: skip
+    note = "Test scores in percent, mean ± sample std over seeds (std omitted for one seed)."
+    return "\n".join([table, "", note, ""])
+
+
+def method_by_setting(
+    rows: Sequence[Any],  # Row or PairedRow: keyed, with .seeds
+    metrics: Sequence[str],
+    method_order: Sequence[str],
+    setting_order: Sequence[tuple[str, ...]],
+    *,
+    column: Callable[[str], str],
+    cells: Callable[[Any], list[str]],
+    count: str,
+) -> str:
+    """A Markdown table, one line per method and per setting one column per metric.
+
+    ``column(metric)`` names a metric's column, ``cells(row)`` gives a row's cells for
+    ``metrics``; the last column of each setting is ``count`` (``row.seeds``' length).
+    Missing (method, setting) pairs are dashes.
+    """
     settings = _ordered({r.setting for r in rows}, setting_order)
     methods = _ordered({r.method for r in rows}, method_order)
     by_key = {r.key: r for r in rows}
     header = ["method"]
     for setting in settings:
         name = " / ".join(setting)
-        header += [f"{name}: {_short(m)}" for m in metrics] + [f"{name}: seeds"]
+        header += [f"{name}: {column(m)}" for m in metrics] + [f"{name}: {count}"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in methods:
-        cells = [method]
+        line = [method]
         for setting in settings:
             row = by_key.get((method, *setting))
             if row is None:
-                cells += ["—"] * (len(metrics) + 1)
+                line += ["—"] * (len(metrics) + 1)
             else:
-                cells += [_fmt(row.cells[m]) for m in metrics] + [str(len(row.seeds))]
-        lines.append("| " + " | ".join(cells) + " |")
-    note = "Test scores in percent, mean ± sample std over seeds (std omitted for one seed)."
-    return "\n".join([*lines, "", note, ""])
+                line += [*cells(row), str(len(row.seeds))]
+        lines.append("| " + " | ".join(line) + " |")
+    return "\n".join(lines)
 
 
 def to_csv(
