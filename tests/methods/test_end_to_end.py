@@ -46,13 +46,20 @@ def test_method_trains_end_to_end(make_cfg, method: str, dataset: str) -> None:
 
 
 class StopAtEpoch(L.Callback):
-    """Simulate a crash at the start of ``epoch`` (after the previous epoch's checkpoint)."""
+    """Simulate a crash at the start of ``epoch`` (after the previous epoch's checkpoint), once.
 
-    def __init__(self, epoch: int) -> None:
+    It crashes only while ``marker`` does not exist and then creates it, so the resumed
+    run has the same config as the crashed one (resume refuses a changed config) and
+    goes on past that epoch, as after a real kill.
+    """
+
+    def __init__(self, epoch: int, marker: str) -> None:
         self.epoch = epoch
+        self.marker = Path(marker)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == self.epoch:
+        if trainer.current_epoch == self.epoch and not self.marker.exists():
+            self.marker.touch()
             raise RuntimeError(f"simulated crash at epoch {self.epoch}")
 
 
@@ -72,15 +79,21 @@ def test_resumed_run_matches_uninterrupted(make_cfg, tmp_path: Path, method: str
         cfg.paths.output_dir = str(straight_dir)
     straight = train(cfg)
 
+    crash = {
+        "_target_": f"{__name__}.StopAtEpoch",
+        "epoch": 2,
+        "marker": str(tmp_path / "crashed_once"),
+    }
     cfg = make_cfg(*overrides)
     with open_dict(cfg):
         cfg.paths.output_dir = str(crashed_dir)
-        cfg.callbacks.crash = {"_target_": f"{__name__}.StopAtEpoch", "epoch": 2}
+        cfg.callbacks.crash = crash
     with pytest.raises(RuntimeError, match="simulated crash"):
         train(cfg)
     cfg = make_cfg(*overrides, f"ckpt_path={crashed_dir / 'checkpoints' / 'last.ckpt'}")
     with open_dict(cfg):
         cfg.paths.output_dir = str(crashed_dir)
+        cfg.callbacks.crash = crash
     resumed = train(cfg)
 
     for key in ("test/mAP_macro", "test/mAP_micro", "test/F1_macro", "test/F1_micro"):
