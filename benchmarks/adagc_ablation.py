@@ -45,6 +45,7 @@ OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "fallback": ("switch", (f"{EL}.fixed={{fallback}}",)),
     "w23": ("switch", (f"{EL}.windows=[2,3]",)),
     "w234": ("switch", (f"{EL}.windows=[2,3,4]",)),
+    "w346": ("switch", (f"{EL}.windows=[3,4,6]",)),  # the former default at 24 epochs
     "rollback": ("rollback", (f"{EL}.rollback=true",)),
     "no_mixup": ("mixup", (f"{PL}.mixup=false",)),
     "keep_larger": ("mixup", (f"{PL}.mixup_keep_larger=true",)),

@@ -97,5 +97,8 @@ def test_the_benchmark_preset_trains_from_the_cached_backbone(cache: Path, tmp_p
     assert 0 < metrics["test/mAP_macro"] <= 1
     (path.parent / "moved.pth").write_bytes(path.read_bytes())
     path.unlink()
-    with pytest.raises(InstantiationException, match=r"weights_path: no such file: .*synthetic_pretrain_test_resnet\.pth"):
+    with pytest.raises(
+        InstantiationException,
+        match=r"weights_path: no such file: .*synthetic_pretrain_test_resnet\.pth",
+    ):
         train(compose(overrides, output_dir=tmp_path / "missing"))

@@ -14,7 +14,8 @@ def test_fast_dev_run_writes_results(make_cfg, tmp_path: Path) -> None:
     metrics = train(cfg)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["method"] == "an"
-    assert results["best_checkpoint"] is None  # fast_dev_run writes none: the last weights are tested
+    # fast_dev_run writes no checkpoint: the last weights are tested
+    assert results["best_checkpoint"] is None
     assert 0.0 <= results["metrics"]["test/mAP_macro"] <= 1.0
     assert set(metrics) >= {"test/mAP_macro", "test/mAP_micro", "test/F1_macro", "test/F1_micro"}
     assert not (tmp_path / "checkpoints").exists()

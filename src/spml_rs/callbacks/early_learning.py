@@ -92,6 +92,13 @@ class EarlyLearningCallback(DeferredStateCallback):
         latest = self.max_warmup_epochs or math.ceil(self.max_warmup_fraction * max_epochs)
         self.detector = EarlyLearningDetector(windows, max_warmup_epochs=latest, fixed=self.fixed)
         self.apply_pending_state()
+        # The run's record of what null defaults resolved to (the rule may change).
+        switch = (
+            f"fixed switch after {self.fixed} warm-up epochs"
+            if self.fixed
+            else f"windows {windows}, fallback switch after {latest} warm-up epochs"
+        )
+        log.info("AdaGC: early-learning detection with %s", switch)
 
     def run_dir(self, trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir)
