@@ -106,7 +106,7 @@ def fired(runs: Sequence[Run], method: str, setting: tuple[str, ...]) -> str:
             switches.append(min((e for e, v in stage if v >= 2), default=math.nan))
     if not mine or not method.startswith("adagc"):
         return "—"
-    mean = f", GC from epoch {statistics.fmean(switches) + 1:.1f}" if switches else ""
+    mean = f", GC from epoch {statistics.fmean(switches):.1f}" if switches else ""  # 0 = first
     return f"{len(switches)}/{len(mine)}{mean}"
 
 
