@@ -21,11 +21,9 @@ import time
 from pathlib import Path
 
 import lightning as L
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from omegaconf import open_dict
 
-from spml_rs import builders
+from spml_rs import api, builders
 
 
 class StepTimer(L.Callback):
@@ -66,10 +64,7 @@ def run(method: str, args: argparse.Namespace, out: Path) -> list[float]:
         *args.overrides,
     ]
     GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="spml_rs.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
+    cfg = api.compose(overrides, output_dir=out)
     L.seed_everything(0)
     datamodule = builders.build_datamodule(cfg)
     module = builders.build_module(cfg, datamodule.info())

@@ -35,13 +35,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 from make_benv2_lmdb import write_synthetic_benv2
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from spml_rs import builders
+from spml_rs import api, builders
 from spml_rs.data.benv2 import BENv2DataModule
 
 FEEDS = (("memory", "an"), ("pipeline", "an"), ("memory", "adagc"))
@@ -136,10 +135,7 @@ def config(args: argparse.Namespace, root: Path, method: str, out: Path) -> Dict
         *(["method.callbacks.early_learning.fixed=1"] if method == "adagc" else []),
     ]
     GlobalHydra.instance().clear()
-    with initialize_config_module(config_module="spml_rs.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
+    cfg = api.compose(overrides, output_dir=out)
     return cfg
 
 
