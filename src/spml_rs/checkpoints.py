@@ -45,6 +45,7 @@ MAY_CHANGE_ON_RESUME: tuple[str, ...] = (
     "paths",
     "ckpt_path",
     "auto_resume",
+    "overwrite",
     "task_name",
     "tags",
     "run_test",

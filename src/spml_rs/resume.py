@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from omegaconf import DictConfig, open_dict
 
 from spml_rs.checkpoints import check_is_checkpoint
+from spml_rs.results import RESULTS_FILE
 
 CHECKPOINT_DIR = Path("checkpoints")
 LAST_CHECKPOINT = CHECKPOINT_DIR / "last.ckpt"
@@ -108,6 +109,43 @@ def checkpoint_to_resume(
             check(path)
         keep_metrics_log(run_dir)
     return path
+
+
+class FinishedRunError(FileExistsError):
+    """A fresh start was asked for in a directory whose run has finished."""
+
+
+def check_not_finished(run_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """Refuse to start training afresh over a finished run's results.
+
+    A run directory with ``results.json`` and nothing to resume from (no
+    ``checkpoints/last.ckpt``, e.g. a preset that turns it off) would be trained
+    again from epoch 0: its metrics, results and plots replaced by another run's,
+    its best checkpoint left next to the new one. ``overwrite=true`` asks for exactly
+    that; the old run's checkpoints, metrics and results are then deleted first.
+    """
+    results = run_dir / RESULTS_FILE
+    if resuming or not results.is_file():
+        return
+    if not overwrite:
+        raise FinishedRunError(
+            f"{run_dir} holds a finished run ({RESULTS_FILE}) and there is no "
+            f"{LAST_CHECKPOINT} to resume from: training again would replace its results. "
+            "Launch into another directory (hydra.run.dir / hydra.sweep.dir), or pass "
+            "overwrite=true to delete that run's checkpoints, metrics and results and train anew."
+        )
+    discard_finished_run(run_dir)
+
+
+@rank_zero_only
+def discard_finished_run(run_dir: Path) -> None:
+    """Delete what ``overwrite=true`` replaces: checkpoints, metrics logs, results."""
+    for path in [
+        *(run_dir / CHECKPOINT_DIR).glob("*.ckpt"),
+        *run_dir.glob("metrics*.csv"),
+        run_dir / RESULTS_FILE,
+    ]:
+        path.unlink(missing_ok=True)
 
 
 @rank_zero_only

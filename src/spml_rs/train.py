@@ -47,6 +47,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 checkpoints.read_checkpoint(path), resolved(cfg), path
             ),
         )
+        resume.check_not_finished(run_dir, ckpt_path is not None, cfg.get("overwrite", False))
         runtime.silence_known_noise(
             csv_log_exists=(run_dir / resume.METRICS_LOG).is_file(), resuming=ckpt_path is not None
         )

@@ -10,7 +10,7 @@ import pytest
 import torch
 from entry_points import read_metrics, run_entry
 
-from spml_rs import checkpoints
+from spml_rs import checkpoints, resume
 from spml_rs.api import fit
 from spml_rs.test import evaluate
 from spml_testing import compose_config, tiny
@@ -158,3 +158,24 @@ def test_resume_refuses_another_config_and_accepts_what_may_change(
     metrics = _resume(run, cache_dir, "logger=none", "trainer.log_every_n_steps=1")
     expected = read_metrics(trained / "results.json")["test/mAP_macro"]
     assert float(metrics["test/mAP_macro"]) == expected
+
+
+def test_a_finished_run_without_last_checkpoint_is_not_trained_over(
+    trained: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    """No last.ckpt (a preset may turn it off): a relaunch would start again from epoch 0."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "checkpoints" / "last.ckpt").unlink()
+    (old_best,) = (run / "checkpoints").glob("best*.ckpt")
+    results, metrics = (run / "results.json").read_bytes(), (run / "metrics.csv").read_bytes()
+    with pytest.raises(resume.FinishedRunError, match=r"holds a finished run.*overwrite=true"):
+        _resume(run, cache_dir)
+    assert (run / "results.json").read_bytes() == results
+    assert (run / "metrics.csv").read_bytes() == metrics and old_best.is_file()
+    # overwrite=true: the old run's checkpoints, metrics and results go, a new run is written
+    _resume(run, cache_dir, "overwrite=true", "trainer.max_epochs=1")
+    assert not old_best.exists() and [p.name for p in (run / "checkpoints").glob("best*.ckpt")] == [
+        "best-epoch000.ckpt"
+    ]
+    assert json.loads((run / "results.json").read_text())["epochs_trained"] == 1
