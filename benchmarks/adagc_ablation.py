@@ -47,9 +47,10 @@ OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "w234": ("switch", (f"{EL}.windows=[2,3,4]",)),
     "w346": ("switch", (f"{EL}.windows=[3,4,6]",)),  # the former default at 24 epochs
     "rollback": ("rollback", (f"{EL}.rollback=true",)),
-    "no_mixup": ("mixup", (f"{PL}.mixup=false",)),
-    "keep_larger": ("mixup", (f"{PL}.mixup_keep_larger=true",)),
-    "alpha0.4": ("mixup", (f"{PL}.mixup_alpha=0.4",)),
+    "no_mixup": ("mixup", (f"{PL}.mixup=false",)),  # the default since this ablation
+    "mixup": ("mixup", (f"{PL}.mixup=true",)),
+    "keep_larger": ("mixup", (f"{PL}.mixup=true", f"{PL}.mixup_keep_larger=true")),
+    "alpha0.4": ("mixup", (f"{PL}.mixup=true", f"{PL}.mixup_alpha=0.4")),
     "elr": ("form", ("method.loss.form=elr",)),
     "rescale": ("rescale", ("method.loss.rescale=label_frequency",)),
     "tau_pos0.7": ("thresholds", ("method.loss.tau_pos=0.7",)),

@@ -44,7 +44,7 @@ from spml_rs.report.runs import Run, load_runs, mean_curve, read_metrics_csv
 METHODS = (
     "full", "an", "an_ls", "wan", "epr", "role", "em", "em_apl", "ll_r", "ll_ct", "ll_cp",
     "elr", "gce", "hill", "splc", "gr", "boostlu", "boostlu_ll_r", "boostlu_ll_ct",
-    "boostlu_ll_cp", "adagc", "adagc_fixed", "adagc_no_mixup", "adagc_single_ema",
+    "boostlu_ll_cp", "adagc", "adagc_fixed", "adagc_mixup", "adagc_single_ema",
     "adagc_no_teacher",
 )  # fmt: skip
 LABEL_MODES = ("random", "dominant")

@@ -124,7 +124,7 @@ def test_callbacks_add_one_key_to_the_batch(make_cfg) -> None:
 
     record = RecordBatchKeys()
     cfg = make_cfg(
-        "method=adagc", "trainer.max_epochs=2", "method.callbacks.early_learning.fixed=1"
+        "method=adagc_mixup", "trainer.max_epochs=2", "method.callbacks.early_learning.fixed=1"
     )
     fit_with(cfg, record)
     per_epoch = len(record.seen) // 2
@@ -140,7 +140,8 @@ def test_callbacks_add_one_key_to_the_batch(make_cfg) -> None:
 def test_ablation_configs_change_only_their_part(make_cfg) -> None:
     base = make_cfg("method=adagc").method
     assert make_cfg("method=adagc_fixed").method.callbacks.early_learning.fixed >= 1
-    assert make_cfg("method=adagc_no_mixup").method.callbacks.pseudo_labels.mixup is False
+    assert base.callbacks.pseudo_labels.mixup is False  # the default, chosen on validation
+    assert make_cfg("method=adagc_mixup").method.callbacks.pseudo_labels.mixup is True
     assert make_cfg("method=adagc_single_ema").method.callbacks.pseudo_labels.momentum == 0.0
     no_teacher = make_cfg("method=adagc_no_teacher").method.callbacks
     assert no_teacher.ema_teacher is None
