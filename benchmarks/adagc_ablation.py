@@ -54,7 +54,8 @@ OPTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "elr": ("form", ("method.loss.form=elr",)),
     "rescale": ("rescale", ("method.loss.rescale=label_frequency",)),
     "tau_pos0.7": ("thresholds", ("method.loss.tau_pos=0.7",)),
-    "tau_neg0.1": ("thresholds", ("method.loss.tau_neg=0.1",)),
+    "tau_neg0.1": ("thresholds", ("method.loss.tau_neg=0.1",)),  # the default since
+    "tau_neg_none": ("thresholds", ("method.loss.tau_neg=null",)),  # the former default
 }
 VAL, TEST = "val/best_mAP_macro", "test/mAP_macro"
 
