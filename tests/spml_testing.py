@@ -74,3 +74,24 @@ def compose_config(
         cfg.paths.output_dir = str(output_dir)
         cfg.paths.cache_dir = str(cache)
     return cfg
+
+
+def put_lmdb_value(lmdb_dir: Path, key: str, value: bytes | None) -> None:
+    """Write (or, with ``None``, delete) one key of a test LMDB in place.
+
+    The library's cached handles of that path are closed before and after: py-lmdb opens
+    a path once per process, and a handle opened before would keep an older snapshot.
+    """
+    import lmdb
+
+    from spml_rs.data.benv2_lmdb import LazyLMDB
+
+    LazyLMDB(lmdb_dir).close()
+    env = lmdb.open(str(lmdb_dir), map_size=1 << 27)
+    with env.begin(write=True) as txn:
+        if value is None:
+            txn.delete(key.encode())
+        else:
+            txn.put(key.encode(), value)
+    env.close()
+    LazyLMDB(lmdb_dir).close()

@@ -27,7 +27,7 @@ from spml_rs.data.classes import (
     class_pixel_counts,
     clc_lookup_table,
 )
-from spml_testing import DATA
+from spml_testing import DATA, put_lmdb_value
 
 FIXTURE = DATA / "benv2"
 LMDB_DIR = "BigEarthNet-V2-LMDB"
@@ -52,17 +52,6 @@ def copy_root(tmp_path: Path) -> Path:
         shutil.copy(FIXTURE / name, root / name)
     shutil.copytree(FIXTURE / LMDB_DIR, root / LMDB_DIR)
     return root
-
-
-def put(lmdb_dir: Path, key: str, value: bytes | None) -> None:
-    LazyLMDB(lmdb_dir).close()  # setup's key check opened it; py-lmdb opens a path once
-    env = lmdb.open(str(lmdb_dir), map_size=1 << 27)
-    with env.begin(write=True) as txn:
-        if value is None:
-            txn.delete(key.encode())
-        else:
-            txn.put(key.encode(), value)
-    env.close()
 
 
 def datamodule(root: Path = FIXTURE, **kwargs: object) -> BENv2DataModule:
@@ -192,7 +181,7 @@ def test_missing_lmdb_key_names_key_and_path(tmp_path: Path) -> None:
     root = copy_root(tmp_path)
     dm = datamodule(root)
     key = str(dm.datasets["train"].image_ids[1])
-    put(root / LMDB_DIR, key, None)
+    put_lmdb_value(root / LMDB_DIR, key, None)
     LazyLMDB(root / LMDB_DIR).close()  # reopen: this process may hold an older snapshot
     with pytest.raises(KeyError, match=rf"{key}.*not found in LMDB .*{LMDB_DIR}"):
         dm.datasets["train"][1]
@@ -202,11 +191,13 @@ def test_corrupt_values_give_clear_errors(tmp_path: Path) -> None:
     root = copy_root(tmp_path)
     dm = datamodule(root)
     ids = [str(i) for i in dm.datasets["train"].image_ids]
-    put(root / LMDB_DIR, ids[0], b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
+    put_lmdb_value(root / LMDB_DIR, ids[0], b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
     arrays = decode_value(LazyLMDB(FIXTURE / LMDB_DIR).get(ids[1]))
-    put(root / LMDB_DIR, ids[1], encode_value({k: v for k, v in arrays.items() if k != "B05"}))
+    put_lmdb_value(
+        root / LMDB_DIR, ids[1], encode_value({k: v for k, v in arrays.items() if k != "B05"})
+    )
     arrays["B04"] = arrays["B04"][:60, :60].copy()
-    put(root / LMDB_DIR, ids[2], encode_value(arrays))
+    put_lmdb_value(root / LMDB_DIR, ids[2], encode_value(arrays))
     LazyLMDB(root / LMDB_DIR).close()
     with pytest.raises(CorruptValueError, match=rf"{ids[0]}.*not a valid safetensors"):
         dm.datasets["train"][0]

@@ -10,7 +10,6 @@ import pickle
 import shutil
 from pathlib import Path
 
-import lmdb
 import numpy as np
 import pytest
 import torch
@@ -22,9 +21,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from spml_rs.data.benv2 import BENv2DataModule
 from spml_rs.data.benv2_bands import BAND_SETS, BandLayout
-from spml_rs.data.benv2_lmdb import CorruptValueError, LazyLMDB, decode_value, encode_value
+from spml_rs.data.benv2_lmdb import CorruptValueError, decode_value, encode_value
 from spml_rs.data.splits import BatchReads, EpochSeededSampler, empty_batch, pass_batch
-from spml_testing import DATA
+from spml_testing import DATA, put_lmdb_value
 
 FIXTURE = DATA / "benv2"
 LMDB_DIR = "BigEarthNet-V2-LMDB"
@@ -155,18 +154,6 @@ def copy_root(tmp_path: Path) -> Path:
     return root
 
 
-def put(lmdb_dir: Path, key: str, value: bytes | None) -> None:
-    LazyLMDB(lmdb_dir).close()
-    env = lmdb.open(str(lmdb_dir), map_size=1 << 27)
-    with env.begin(write=True) as txn:
-        if value is None:
-            txn.delete(key.encode())
-        else:
-            txn.put(key.encode(), value)
-    env.close()
-    LazyLMDB(lmdb_dir).close()  # this process may hold an older snapshot
-
-
 def test_another_encoders_header_is_read_by_name(tmp_path: Path) -> None:
     """A value with another header (metadata, an extra array: other offsets) packs the same."""
     root = copy_root(tmp_path)
@@ -176,7 +163,7 @@ def test_another_encoders_header_is_read_by_name(tmp_path: Path) -> None:
     before = dataset.read_batch([0, 1])["image"].clone()
     arrays = decode_value(dataset.database.get(key))
     shifted = {**arrays, "AOT": np.ones((120, 120), dtype=np.uint16)}  # stored first
-    put(root / LMDB_DIR, key, st_save(shifted, metadata={"encoder": "another one"}))
+    put_lmdb_value(root / LMDB_DIR, key, st_save(shifted, metadata={"encoder": "another one"}))
     assert torch.equal(dataset.read_batch([0, 1])["image"], before)
     assert len(dm.layout._plans) == 2  # the official header and this one
 
@@ -188,9 +175,11 @@ def test_corrupt_values_in_a_batch_name_their_key(tmp_path: Path) -> None:
     ids = [str(i) for i in dataset.image_ids]
     good = dataset.database.get(ids[0])
     arrays = decode_value(good)
-    put(root / LMDB_DIR, ids[1], good[: len(good) - 100])  # cut short: header intact
-    put(root / LMDB_DIR, ids[2], encode_value({**arrays, "B8A": arrays["B8A"].astype(np.int16)}))
-    put(root / LMDB_DIR, ids[3], None)
+    put_lmdb_value(root / LMDB_DIR, ids[1], good[: len(good) - 100])  # cut short: header intact
+    put_lmdb_value(
+        root / LMDB_DIR, ids[2], encode_value({**arrays, "B8A": arrays["B8A"].astype(np.int16)})
+    )
+    put_lmdb_value(root / LMDB_DIR, ids[3], None)
     with pytest.raises(CorruptValueError, match=rf"'{ids[1]}'.*tensors end at byte"):
         dataset.read_batch([0, 1])
     with pytest.raises(CorruptValueError, match=rf"'{ids[2]}' band 'B8A' is int16\[60, 60\]"):
